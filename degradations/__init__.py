@@ -1,0 +1,34 @@
+"""perceive-ir's degradation engine: graded, replayable degradations and quality tiers.
+
+    import degradations as D
+    noisy, recipe = D.degrade(image, "noise", severity=0.4, seed=7)
+    assert (D.replay(image, recipe) == noisy).all()
+"""
+
+from degradations import types as _types  # noqa: F401  (registers the built-in types)
+from degradations.calibration import DEFAULT_SEVERITIES, calibrate
+from degradations.base import Degradation, lerp, require_choice, require_range
+from degradations.image import as_rgb_uint8
+from degradations.photos import BUILTIN_PHOTOS, builtin_photo, builtin_photos
+from degradations.quality import psnr, ssim
+from degradations.recipe import ENGINE_VERSION, Recipe, Step, degrade, replay
+from degradations.registry import CANONICAL_ORDER, Composite, available, canonical_name, get, register
+from degradations.seeds import derive_seed, rng
+from degradations.tiers import (
+    DEFAULT_BANDS,
+    TIERS,
+    Calibration,
+    check_tier,
+    default_calibration,
+    load_calibration,
+    severity_range,
+    tier_of,
+)
+
+__all__ = [
+    "BUILTIN_PHOTOS", "CANONICAL_ORDER", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "ENGINE_VERSION", "TIERS",
+    "Calibration", "Composite", "Degradation", "Recipe", "Step",
+    "as_rgb_uint8", "available", "builtin_photo", "builtin_photos", "calibrate", "canonical_name", "check_tier",
+    "default_calibration", "degrade", "derive_seed", "get", "lerp", "load_calibration", "psnr", "register",
+    "replay", "require_choice", "require_range", "rng", "severity_range", "ssim", "tier_of",
+]

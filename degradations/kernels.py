@@ -1,0 +1,116 @@
+"""Convolution kernels and particle layers shared by the blur, rain and snow types.
+
+Kernels are drawn with OpenCV's anti-aliased primitives (cv2.line,
+cv2.circle) so their shape is exact to a sub-pixel and identical on every run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+_SUBPIXEL = 4  # cv2 drawing shift: coordinates in 1/16 pixel
+
+
+def _odd(n: float) -> int:
+    k = int(math.ceil(n))
+    return k + 1 - k % 2
+
+
+def _normalised(kernel: np.ndarray) -> np.ndarray:
+    total = kernel.sum()
+    if total <= 0:
+        raise ValueError("kernel is empty")
+    return (kernel / total).astype(np.float32)
+
+
+def line_kernel(length: float, angle: float, width: int = 1) -> np.ndarray:
+    """A straight streak `length` px long at `angle` degrees from vertical; peak 1, not normalised."""
+    size = _odd(length + 2 * width + 1)
+    kernel = np.zeros((size, size), np.float32)
+    c = (size - 1) / 2
+    dx = 0.5 * length * math.sin(math.radians(angle))
+    dy = 0.5 * length * math.cos(math.radians(angle))
+    scale = 1 << _SUBPIXEL
+    p0 = (round((c - dx) * scale), round((c - dy) * scale))
+    p1 = (round((c + dx) * scale), round((c + dy) * scale))
+    cv2.line(kernel, p0, p1, 1.0, int(width), cv2.LINE_AA, _SUBPIXEL)
+    return kernel
+
+
+def disk_kernel(radius: float) -> np.ndarray:
+    """Defocus: a uniform disk of `radius` px with anti-aliased rim, sum 1."""
+    size = _odd(2 * radius + 3)
+    kernel = np.zeros((size, size), np.float32)
+    c = (size - 1) / 2
+    scale = 1 << _SUBPIXEL
+    cv2.circle(kernel, (round(c * scale), round(c * scale)), max(1, round(radius * scale)), 1.0, -1, cv2.LINE_AA, _SUBPIXEL)
+    return _normalised(kernel)
+
+
+def trajectory_kernel(
+    length: float,
+    rng: np.random.Generator,
+    *,
+    anxiety: float,
+    centripetal: float,
+    gaussian_term: float,
+    big_shakes: float,
+    steps: int = 500,
+) -> np.ndarray:
+    """Motion blur from a random camera-shake trajectory (Boracchi & Foi, 2012).
+
+    The camera's velocity is a random walk with inertia, a pull back to the
+    start (`centripetal`), Gaussian jitter (`gaussian_term`) and rare abrupt
+    reversals (`big_shakes`), all scaled by `anxiety`. The path is scaled so
+    its longest extent is `length` px and splatted bilinearly into the kernel.
+    """
+    step = length / (steps - 1)
+    normal = rng.standard_normal((steps, 2))
+    uniform = rng.random((steps, 2))
+    v = complex(math.cos(2 * math.pi * uniform[0, 0]), math.sin(2 * math.pi * uniform[0, 0])) * step
+    x = np.zeros(steps, np.complex128)
+    for t in range(1, steps):
+        shake = 0j
+        if uniform[t, 0] < big_shakes * anxiety:
+            shake = 2 * v * complex(math.cos(math.pi + uniform[t, 1] - 0.5), math.sin(math.pi + uniform[t, 1] - 0.5))
+        jitter = complex(normal[t, 0], normal[t, 1]) * gaussian_term
+        v = v + shake + anxiety * (jitter - centripetal * x[t - 1]) * step
+        v = v / abs(v) * step
+        x[t] = x[t - 1] + v
+    pts = np.stack([x.real, x.imag], axis=1)
+    pts -= pts.min(axis=0)
+    extent = float(pts.max())
+    if extent > 0:
+        pts *= length / extent
+    size = _odd(pts.max() + 3)
+    pts += (size - 1) / 2 - pts.max(axis=0) / 2
+    kernel = np.zeros((size, size), np.float64)
+    i0 = np.floor(pts).astype(np.int64)
+    frac = pts - i0
+    for dx in (0, 1):
+        for dy in (0, 1):
+            w = (frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
+            np.add.at(kernel, (i0[:, 1] + dy, i0[:, 0] + dx), w)
+    return _normalised(kernel)
+
+
+def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve a uint8 RGB image with a normalised 2-D kernel (mirrored borders)."""
+    return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+
+
+def particle_seeds(rng: np.random.Generator, shape: tuple[int, int], density: float) -> np.ndarray:
+    """A sparse float32 map: a fraction `density` of pixels seed a particle with intensity in [0.5, 1]."""
+    u = rng.random(shape, dtype=np.float32)
+    # The same uniform draw decides whether a pixel seeds and how bright it is.
+    seeds = np.where(u < density, 1.0 - 0.5 * u / np.float32(max(density, 1e-12)), 0.0)
+    return seeds.astype(np.float32, copy=False)
+
+
+def screen(base: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """Screen blend of a float RGB base with a float single-channel light layer, both in [0, 1]."""
+    inv = 1.0 - np.clip(layer, 0.0, 1.0)
+    return 1.0 - (1.0 - base) * inv[:, :, None]

@@ -1,0 +1,36 @@
+"""JPEG compression artefacts at a quality factor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cv2
+import numpy as np
+
+from degradations.base import Degradation, require_range
+from degradations.registry import register
+
+
+@register
+class Jpeg(Degradation):
+    """Encode and decode with libjpeg (through OpenCV, as albumentations' ImageCompression
+    does) at `quality` 1-100; 4:2:0 chroma subsampling, the libjpeg default."""
+
+    name = "jpeg"
+    required = ("quality",)
+    min_size = 8
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        require_range(self.name, "quality", params["quality"], 1, 100)
+        if int(params["quality"]) != params["quality"]:
+            raise ValueError(f"jpeg quality must be an integer, got {params['quality']}")
+
+    def params(self, rng: np.random.Generator, severity: float) -> dict[str, Any]:
+        return {"quality": int(round(95 - 94 * severity))}
+
+    def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
+        ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(params["quality"])])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])

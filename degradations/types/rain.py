@@ -1,0 +1,78 @@
+"""Rain streaks in layers, as Rain100L/H-style synthesis draws them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cv2
+import numpy as np
+
+from degradations.base import Degradation, lerp, require_range
+from degradations.image import to_float, to_uint8
+from degradations.kernels import line_kernel, particle_seeds, screen
+from degradations.registry import register
+
+
+def streak_layer(
+    rng: np.random.Generator, shape: tuple[int, int], *, density: float, length: float, angle: float, width: int, blur: float
+) -> np.ndarray:
+    """Sparse seeds convolved with a streak kernel and softened: one rain layer, float32, peak about 1."""
+    seeds = particle_seeds(rng, shape, density)
+    layer = cv2.filter2D(seeds, -1, line_kernel(length, angle, width), borderType=cv2.BORDER_CONSTANT)
+    if blur > 0:
+        layer = cv2.GaussianBlur(layer, (0, 0), sigmaX=blur)
+    return layer
+
+
+@register
+class Rain(Degradation):
+    """Rain streaks: `layers` (1 or 2) of straight streaks screened onto the image.
+
+    density: fraction of pixels that start a streak; length (px); angle
+    (degrees from vertical); width (px, line thickness); blur (Gaussian sigma,
+    px); brightness (peak streak intensity in [0, 1]). A second layer is the
+    far rain: half as long, thinner, 60 % as bright, its own positions.
+    Defaults: angle 0, width 1, blur 0.8, layers 1.
+    """
+
+    name = "rain"
+    defaults = {"angle": 0.0, "width": 1, "blur": 0.8, "layers": 1}
+    required = ("density", "length", "brightness")
+    min_size = 16
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        require_range(self.name, "density", params["density"], 0.0, 0.2)
+        require_range(self.name, "length", params["length"], 1.0, 200.0)
+        require_range(self.name, "angle", params["angle"], -80.0, 80.0)
+        require_range(self.name, "width", params["width"], 1, 5)
+        require_range(self.name, "blur", params["blur"], 0.0, 5.0)
+        require_range(self.name, "brightness", params["brightness"], 0.0, 1.0)
+        if params["layers"] not in (1, 2):
+            raise ValueError(f"rain layers must be 1 or 2, got {params['layers']!r}")
+
+    def params(self, rng: np.random.Generator, severity: float) -> dict[str, Any]:
+        angle, width, blur, layers = rng.uniform(-25, 25), rng.integers(1, 3), rng.uniform(0.5, 1.2), rng.integers(1, 3)
+        return {
+            "density": lerp(0.001, 0.01, severity),
+            "length": lerp(8.0, 40.0, severity),
+            "angle": float(angle),
+            "width": int(width),
+            "blur": float(blur),
+            "brightness": lerp(0.55, 0.95, severity),
+            "layers": int(layers),
+        }
+
+    def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
+        shape = image.shape[:2]
+        layer = params["brightness"] * streak_layer(
+            rng, shape, density=params["density"], length=params["length"], angle=params["angle"],
+            width=params["width"], blur=params["blur"],
+        )
+        if params["layers"] == 2:
+            far = streak_layer(
+                rng, shape, density=params["density"], length=params["length"] / 2, angle=params["angle"],
+                width=1, blur=params["blur"],
+            )
+            layer = np.maximum(layer, 0.6 * params["brightness"] * far)
+        return to_uint8(screen(to_float(image), layer))

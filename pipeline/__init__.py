@@ -1,0 +1,1 @@
+"""Streaming loaders, distributed training, evaluation and the `perceive-ir` CLI."""
