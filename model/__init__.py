@@ -1,0 +1,19 @@
+"""Perceive-IR's networks: the CLIP quality perceiver, the backbone-agnostic restorer and their losses.
+
+Imports nothing from the data packages. Float images in [0, 1], NCHW, RGB, at every boundary.
+"""
+from . import backbones, losses
+from .cfe import CompactFeatureExtractor
+from .perceiver import TIERS, QualityPerceiver
+from .restorer import Restorer
+from .weights import RandomWeightsWarning
+
+__all__ = [
+    "TIERS",
+    "CompactFeatureExtractor",
+    "QualityPerceiver",
+    "RandomWeightsWarning",
+    "Restorer",
+    "backbones",
+    "losses",
+]

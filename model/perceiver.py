@@ -1,0 +1,179 @@
+"""CLIP quality perceiver: a frozen open_clip model read through learned, CoOp-style tier prompts."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .weights import RandomWeightsWarning, warn_random_weights
+
+TIERS = ("lq", "mq", "hq")
+"""Quality tiers in logit order: index 0 is low, 1 medium, 2 high quality."""
+TIER_WORDS = ("terrible", "mediocre", "excellent")
+"""The word whose embedding initialises the last context token of each tier's prompt."""
+TIER_QUALITY = (0.0, 0.5, 1.0)
+"""The quality each tier stands for; `score` is their expectation under the predicted tier probabilities."""
+_PLACEHOLDER = "X"
+
+
+class QualityPerceiver(nn.Module):
+    """Three-way quality classifier (lq, mq, hq) on top of a frozen open_clip model.
+
+    Each tier has its own `n_ctx` learned context vectors (class-specific CoOp context); the
+    last one starts from the word embedding of terrible / mediocre / excellent, the others
+    from N(0, 0.02). The prompt `[SOT] ctx_1 .. ctx_n . [EOT]` runs through CLIP's own
+    frozen text transformer; the logits are CLIP's scaled cosine similarities between the
+    image and the three prompt embeddings.
+
+    Args:
+        clip_model: any open_clip model name ("ViT-B-32", "hf-hub:...", "local-dir:...") whose
+            text tower is CLIP's own transformer with a BPE tokenizer.
+        pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b79k", ...) or a local
+            weights file; None builds a randomly initialised CLIP (and warns).
+        n_ctx: learned context tokens per tier.
+        train_visual: also train the image tower (for use without pretrained weights).
+    """
+
+    def __init__(
+        self,
+        clip_model: str = "ViT-B-32",
+        pretrained: str | Path | None = None,
+        n_ctx: int = 16,
+        train_visual: bool = False,
+    ) -> None:
+        super().__init__()
+        pretrained = str(pretrained) if pretrained else None
+        self.config = dict(clip_model=clip_model, pretrained=pretrained, n_ctx=n_ctx, train_visual=train_visual)
+        if pretrained is None:
+            warn_random_weights(f"open_clip model {clip_model!r}", "pass pretrained=<tag or local file>")
+        self.clip = open_clip.create_model(clip_model, pretrained=pretrained)
+        self.clip.requires_grad_(False)
+        self.clip.visual.requires_grad_(train_visual)
+        self.train_visual = train_visual
+
+        tower = self._text_tower
+        if not hasattr(tower, "token_embedding") or getattr(tower, "cls_emb", None) is not None:
+            raise ValueError(f"{clip_model!r}: learned prompts need CLIP's own text transformer without a CLS token")
+        tokenizer = open_clip.get_tokenizer(clip_model)
+        if not hasattr(tokenizer, "encode"):
+            raise ValueError(f"{clip_model!r}: learned prompts need open_clip's BPE tokenizer")
+        prompt_ids = tokenizer([" ".join([_PLACEHOLDER] * n_ctx) + "."])
+        self.ctx_start = _placeholder_start(prompt_ids[0], tokenizer.encode(_PLACEHOLDER), n_ctx)
+        self.pooled_position = _pooled_position(prompt_ids[0], tower)
+        self.register_buffer("prompt_ids", prompt_ids, persistent=False)
+        self.ctx = nn.Parameter(_initial_context(tower.token_embedding, tokenizer, n_ctx))
+
+        preprocess = self.clip.visual.preprocess_cfg
+        self.image_size = tuple(preprocess["size"]) if not isinstance(preprocess["size"], int) else (preprocess["size"],) * 2
+        self.register_buffer("mean", torch.tensor(preprocess["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(preprocess["std"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("tier_quality", torch.tensor(TIER_QUALITY), persistent=False)
+        self.train()
+
+    @property
+    def _text_tower(self) -> nn.Module:
+        """The module holding the text transformer: the CLIP itself, or its `.text` in custom-text models."""
+        return getattr(self.clip, "text", self.clip)
+
+    def train(self, mode: bool = True) -> QualityPerceiver:
+        """Frozen parts stay in eval mode; the image tower follows `mode` only when it trains."""
+        super().train(mode)
+        self.clip.eval()
+        self.clip.visual.train(mode and self.train_visual)
+        return self
+
+    def prompt_features(self) -> torch.Tensor:
+        """L2-normalised text embeddings of the three tier prompts, shape (3, embed_dim)."""
+        tower = self._text_tower
+        n_ctx = self.ctx.shape[1]
+        words = tower.token_embedding(self.prompt_ids).expand(len(TIERS), -1, -1)
+        x = torch.cat([words[:, : self.ctx_start], self.ctx, words[:, self.ctx_start + n_ctx :]], dim=1)
+        x = x + tower.positional_embedding
+        x = tower.transformer(x, attn_mask=tower.attn_mask)
+        x = tower.ln_final(x)[:, self.pooled_position]
+        projection = tower.text_projection
+        if isinstance(projection, nn.Linear):
+            x = projection(x)
+        elif projection is not None:
+            x = x @ projection
+        return F.normalize(x, dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits over (lq, mq, hq), shape (B, 3), for float RGB images in [0, 1] of any size (B, 3, H, W).
+
+        Images are resized whole (not cropped) to the CLIP input size, so every region counts.
+        """
+        x = F.interpolate(images, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
+        image_features = self.clip.encode_image((x - self.mean) / self.std, normalize=True)
+        return self.clip.logit_scale.exp() * image_features @ self.prompt_features().T
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """Expected quality in [0, 1] per image, shape (B,): tier probabilities weighted by 0, 0.5, 1."""
+        return self(images).softmax(dim=-1) @ self.tier_quality
+
+    def _learned_state(self) -> dict[str, torch.Tensor]:
+        """What `save` writes: the prompts, the image tower when it trains, and all of a randomly
+        initialised CLIP (no tag or file could re-create those random weights)."""
+        state = self.state_dict()
+        if self.config["pretrained"] is None:
+            return state
+        prefixes = ("ctx", "clip.visual.") if self.train_visual else ("ctx",)
+        return {name: tensor for name, tensor in state.items() if name.startswith(prefixes)}
+
+    def save(self, path: str | Path) -> None:
+        """Write the learned tensors to a safetensors file with the constructor config as JSON metadata."""
+        tensors = {name: tensor.detach().contiguous() for name, tensor in self._learned_state().items()}
+        save_file(tensors, str(path), metadata={"config": json.dumps(self.config)})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> QualityPerceiver:
+        """Rebuild a perceiver written by `save`; its outputs equal the saved one's."""
+        with safe_open(str(path), framework="pt", device=str(device)) as file:
+            config = json.loads(file.metadata()["config"])
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # the random weights are in the file
+            perceiver = cls(**config).to(device)
+        expected = set(perceiver._learned_state())
+        if set(tensors) != expected:
+            raise ValueError(f"{path}: tensors {sorted(set(tensors) ^ expected)} do not match the config {config}")
+        perceiver.load_state_dict(tensors, strict=False)
+        return perceiver
+
+
+def _placeholder_start(prompt_ids: torch.Tensor, placeholder_ids: list[int], n_ctx: int) -> int:
+    """Position of the first of the `n_ctx` placeholder tokens that the learned context replaces."""
+    (placeholder,) = placeholder_ids
+    positions = (prompt_ids == placeholder).nonzero().flatten().tolist()
+    if len(positions) != n_ctx or positions != list(range(positions[0], positions[0] + n_ctx)):
+        raise ValueError(f"could not place {n_ctx} context tokens in a prompt of {len(prompt_ids)} tokens")
+    return positions[0]
+
+
+def _pooled_position(prompt_ids: torch.Tensor, tower: nn.Module) -> int:
+    """The token position whose output CLIP's text tower projects (the end-of-text token for CLIP)."""
+    pool_type = tower.text_pool_type if hasattr(tower, "text_pool_type") else tower.pool_type
+    if pool_type == "argmax":
+        return int(prompt_ids.argmax())
+    if pool_type == "eos":
+        eos_id = tower.text_eos_id if hasattr(tower, "text_eos_id") else tower.eos_id
+        return int((prompt_ids == eos_id).nonzero()[0])
+    if pool_type in ("first", "last"):
+        return 0 if pool_type == "first" else len(prompt_ids) - 1
+    raise ValueError(f"text pooling {pool_type!r} is not supported by learned prompts")
+
+
+def _initial_context(token_embedding: nn.Embedding, tokenizer, n_ctx: int) -> torch.Tensor:
+    """(3, n_ctx, width): N(0, 0.02) context whose last token is the mean embedding of each tier word's BPE tokens."""
+    weight = token_embedding.weight.detach()
+    context = torch.empty(len(TIERS), n_ctx, weight.shape[1], dtype=weight.dtype).normal_(std=0.02)
+    for tier, word in enumerate(TIER_WORDS):
+        context[tier, -1] = weight[tokenizer.encode(word)].mean(dim=0)
+    return context

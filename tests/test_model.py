@@ -1,0 +1,142 @@
+"""model/: tiny randomly initialised networks on CPU."""
+import json
+
+import open_clip
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from model import QualityPerceiver, RandomWeightsWarning, Restorer, backbones
+from model.losses import DifficultyAdaptivePerceptualLoss, InfoNCE, L1Loss, LossWeights, QualityLoss
+
+pytestmark = pytest.mark.filterwarnings(f"ignore::{RandomWeightsWarning.__module__}.{RandomWeightsWarning.__name__}")
+
+TINY_CLIP = "perceive-ir-test-tiny-clip"
+TINY_BACKBONES = {
+    "restormer": dict(width=8, blocks=(1, 1, 1, 1), heads=(1, 1, 2, 2), refinement_blocks=1),
+    "nafnet": dict(width=8, encoder_blocks=(1, 1, 1), middle_blocks=1, decoder_blocks=(1, 1, 1)),
+}
+TINY_SEMANTIC = dict(semantic_size=28, semantic_kwargs=dict(depth=3, embed_dim=32, num_heads=2))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_clip_config(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    (folder / f"{TINY_CLIP}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+
+
+@pytest.fixture(scope="module")
+def perceptual_loss():
+    return DifficultyAdaptivePerceptualLoss("vgg16")
+
+
+def images(*shape, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_restorer(backbone, sgm=True, cfe=True):
+    return Restorer(backbone, sgm=sgm, cfe=cfe, **TINY_SEMANTIC, **TINY_BACKBONES[backbone])
+
+
+@pytest.mark.parametrize("sgm,cfe", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("backbone", backbones.available())
+def test_restorer_output_shapes(backbone, sgm, cfe):
+    restorer = tiny_restorer(backbone, sgm, cfe)
+    lq = images(2, 3, 30, 21)  # not a multiple of the U-Net's factor 8: padded, then cropped back
+    restored, aux = restorer(lq, return_aux=True)
+    assert restored.shape == lq.shape
+    assert restorer(lq).shape == lq.shape
+    if cfe:
+        assert aux["embedding"].shape == (2, 128)
+        torch.testing.assert_close(aux["embedding"].norm(dim=1), torch.ones(2))
+    else:
+        assert aux["embedding"] is None
+
+
+def trained_parameters(perceiver):
+    logits = perceiver(images(2, 3, 40, 56))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
+    return {name for name, p in perceiver.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def test_prompt_only_mode_trains_only_the_prompts():
+    assert trained_parameters(QualityPerceiver(TINY_CLIP)) == {"ctx"}
+
+
+def test_train_visual_also_trains_the_image_tower():
+    perceiver = QualityPerceiver(TINY_CLIP, train_visual=True)
+    visual = {f"clip.visual.{name}" for name, _ in perceiver.clip.visual.named_parameters()}
+    assert trained_parameters(perceiver) == {"ctx"} | visual
+
+
+@pytest.mark.parametrize("train_visual", [False, True])
+@pytest.mark.parametrize("from_file", [False, True])
+def test_perceiver_save_and_load_give_identical_outputs(tmp_path, from_file, train_visual):
+    pretrained = None
+    if from_file:
+        pretrained = tmp_path / "clip.safetensors"
+        save_file(open_clip.create_model(TINY_CLIP).state_dict(), str(pretrained))
+    perceiver = QualityPerceiver(TINY_CLIP, pretrained=pretrained, train_visual=train_visual)
+    with torch.no_grad():  # stand-in for training: the learned tensors leave their initial values
+        for p in perceiver.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    perceiver.save(tmp_path / "perceiver.safetensors")
+    loaded = QualityPerceiver.load(tmp_path / "perceiver.safetensors")
+
+    x = images(3, 3, 48, 40)
+    torch.testing.assert_close(loaded(x), perceiver(x), rtol=0, atol=0)
+    with safe_open(str(tmp_path / "perceiver.safetensors"), framework="pt") as file:
+        saved = set(file.keys())
+    if from_file:  # only what was learned; a random CLIP is saved whole, nothing could rebuild it
+        learned = {name for name, p in perceiver.named_parameters() if p.requires_grad}
+        assert saved == learned
+    else:
+        assert saved == set(perceiver.state_dict())
+
+
+def test_perceptual_loss_is_zero_at_clean_and_grows_toward_lq(perceptual_loss):
+    clean = images(2, 3, 32, 32, seed=1)
+    noise = images(2, 3, 32, 32, seed=2) - 0.5
+    lq, mq = (clean + 0.6 * noise).clamp(0, 1), (clean + 0.2 * noise).clamp(0, 1)
+    losses = [perceptual_loss(clean + t * (lq - clean), clean, lq, [mq]).item() for t in (0, 0.25, 0.5, 0.75)]
+    assert losses[0] == 0
+    assert all(a < b for a, b in zip(losses, losses[1:])), losses
+
+
+def test_infonce_is_lower_for_matching_pairs_than_for_shuffled_ones():
+    anchors = torch.randn(8, 128, generator=torch.Generator().manual_seed(3))
+    positives = anchors + 0.3 * torch.randn(8, 128, generator=torch.Generator().manual_seed(4))
+    loss = InfoNCE()
+    assert loss(anchors, positives) < loss(anchors, positives.roll(1, dims=0))
+    # distinct groups mask nothing; one shared group leaves each anchor only its positive
+    torch.testing.assert_close(loss(anchors, positives, groups=torch.arange(8)), loss(anchors, positives))
+    assert loss(anchors, positives, groups=torch.zeros(8, dtype=torch.long)) == 0
+
+
+def test_every_loss_backpropagates(perceptual_loss):
+    restorer = tiny_restorer("nafnet")
+    quality_loss = QualityLoss(QualityPerceiver(TINY_CLIP))
+    clean = images(2, 3, 32, 32, seed=5)
+    lq = (clean + 0.3 * (images(2, 3, 32, 32, seed=6) - 0.5)).clamp(0, 1)
+    restored, aux = restorer(lq, return_aux=True, positive=lq[..., 4:28, 4:28])
+    terms = {
+        "reconstruction": L1Loss()(restored, clean),
+        "quality": quality_loss(restored),
+        "perceptual": perceptual_loss(restored, clean, lq, [(clean + lq) / 2]),
+        "contrastive": InfoNCE()(aux["embedding"], aux["positive_embedding"]),
+    }
+    trainable = [p for p in restorer.parameters() if p.requires_grad]
+    for name, term in terms.items():
+        grads = torch.autograd.grad(term, trainable, retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+    LossWeights().total(terms).backward()
+    assert not any(p.grad is not None for p in quality_loss.perceiver.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in trainable if p.grad is not None)
