@@ -110,7 +110,19 @@ def particle_seeds(rng: np.random.Generator, shape: tuple[int, int], density: fl
     return seeds.astype(np.float32, copy=False)
 
 
-def screen(base: np.ndarray, layer: np.ndarray) -> np.ndarray:
-    """Screen blend of a float RGB base with a float single-channel light layer, both in [0, 1]."""
-    inv = 1.0 - np.clip(layer, 0.0, 1.0)
-    return 1.0 - (1.0 - base) * inv[:, :, None]
+def blend(image: np.ndarray, colour: tuple[int, int, int], weight: np.ndarray) -> np.ndarray:
+    """image (1 - weight) + colour weight per pixel: uint8 RGB, an 8-bit colour, H x W float32 weight in [0, 1].
+
+    One OpenCV pass (cv2.blendLinear) instead of numpy broadcasting an
+    H x W x 1 weight over three channels, which is several times slower and
+    allocates full-size temporaries.
+    """
+    h, w = image.shape[:2]
+    flat = cv2.merge([np.full((h, w), int(c), np.uint8) for c in colour])
+    return cv2.blendLinear(image, flat, 1.0 - weight, weight)
+
+
+def screen(image: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """Screen blend of uint8 RGB with a single-channel light layer in [0, 1]:
+    255 - (255 - J)(1 - L), which is J (1 - L) + 255 L."""
+    return blend(image, (255, 255, 255), np.clip(layer, 0.0, 1.0))

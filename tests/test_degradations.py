@@ -109,7 +109,7 @@ def test_gaussian_sigma_25_protocol():
 
 def test_explicit_params_take_documented_defaults(photo):
     _, recipe = D.degrade(photo, "haze", params={"beta": 0.1}, seed=0)
-    assert recipe.params == {"beta": 0.1, "airlight": [0.9, 0.9, 0.9], "vertical_weight": 0.5}
+    assert recipe.params == {"beta": 0.1, "airlight": [230, 230, 230], "vertical_weight": 0.5}
     _, recipe = D.degrade(photo, "noise", params={"model": "poisson_gaussian", "shot": 0.01}, seed=0)
     assert recipe.params["read"] == 0.0
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_range
-from degradations.image import to_float, to_uint8
+from degradations.kernels import blend
 from degradations.registry import register
 
 # Proxy depth runs from NEAR to FAR units; at beta 0.3 the farthest point
@@ -46,12 +46,13 @@ class Haze(Degradation):
     """I = J t + A (1 - t), t = exp(-beta d), d = NEAR + (FAR - NEAR) * depth_proxy.
 
     beta (scattering coefficient per proxy unit) in [0, 0.45]; airlight A per
-    channel in [0.7, 1.0] (RESIDE draws A in 0.7-1.0); vertical_weight mixes
-    the two depth cues. Defaults: airlight [0.9, 0.9, 0.9], vertical_weight 0.5.
+    channel in 8-bit units, drawn in 190-250 (RESIDE draws A in 0.7-1.0 of
+    full scale, i.e. 179-255); vertical_weight mixes the two depth cues.
+    Defaults: airlight [230, 230, 230], vertical_weight 0.5.
     """
 
     name = "haze"
-    defaults = {"airlight": [0.9, 0.9, 0.9], "vertical_weight": 0.5}
+    defaults = {"airlight": [230, 230, 230], "vertical_weight": 0.5}
     required = ("beta",)
     min_size = 16
 
@@ -62,23 +63,21 @@ class Haze(Degradation):
         if not (isinstance(airlight, (list, tuple)) and len(airlight) == 3):
             raise ValueError(f"haze airlight must be 3 values (R, G, B), got {airlight!r}")
         for a in airlight:
-            require_range(self.name, "airlight", a, 0.0, 1.0)
+            if isinstance(a, bool) or int(a) != a or not 0 <= a <= 255:
+                raise ValueError(f"haze airlight values are 8-bit integers 0-255, got {airlight!r}")
 
     def params(self, rng: np.random.Generator, severity: float) -> dict[str, Any]:
-        grey = float(rng.uniform(0.75, 0.98))
-        tint = rng.uniform(-0.03, 0.03, size=3)  # slightly warm or blue haze
+        grey = rng.uniform(190, 250)
+        tint = rng.uniform(-8, 8, size=3)  # slightly warm or blue haze
         return {
             "beta": lerp(0.0, 0.45, severity),
-            "airlight": [float(np.clip(grey + t, 0.0, 1.0)) for t in tint],
+            "airlight": [int(np.clip(round(grey + t), 0, 255)) for t in tint],
             "vertical_weight": float(rng.uniform(0.3, 0.7)),
         }
 
     def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
-        depth = NEAR + (FAR - NEAR) * depth_proxy(image, float(params["vertical_weight"]))
-        t = np.exp(depth * np.float32(-params["beta"]))[:, :, None]
-        airlight = np.asarray(params["airlight"], np.float32)
-        out = to_float(image)
-        out -= airlight
-        out *= t
-        out += airlight
-        return to_uint8(out)
+        depth = depth_proxy(image, float(params["vertical_weight"]))
+        depth *= np.float32(FAR - NEAR)
+        depth += np.float32(NEAR)
+        t = np.exp(depth * np.float32(-params["beta"]))
+        return blend(image, tuple(params["airlight"]), 1.0 - t)

@@ -30,7 +30,9 @@ class Jpeg(Degradation):
         return {"quality": int(round(95 - 94 * severity))}
 
     def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
-        ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(params["quality"])])
+        # cvtColor, not a [..., ::-1] view: OpenCV would copy the view slowly.
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(params["quality"])])
         if not ok:
             raise RuntimeError("JPEG encoding failed")
-        return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])
+        return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_range
@@ -47,4 +48,4 @@ class LowLight(Degradation):
         # Signal and noise level depend only on the 8-bit value: compute 256 of each, then gather.
         dark = np.float32(params["exposure"]) * _LEVELS ** np.float32(params["gamma"])
         std = np.sqrt(dark * np.float32(params["shot"]) + np.float32(params["read"]) ** 2)
-        return add_poisson_gaussian(dark[image], std[image], rng)
+        return add_poisson_gaussian(cv2.LUT(image, dark), cv2.LUT(image, std), rng)

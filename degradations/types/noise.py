@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_choice, require_range
 from degradations.image import linear_to_srgb_uint8, srgb_to_linear
+from degradations.random_fields import normal_field
 from degradations.registry import register
 
 _MODELS = ("gaussian", "poisson_gaussian")
@@ -16,17 +18,13 @@ _MODELS = ("gaussian", "poisson_gaussian")
 
 def add_gaussian(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """uint8 image + N(0, sigma^2) per pixel and channel (sigma on the 0-255 scale)."""
-    out = rng.standard_normal(image.shape, dtype=np.float32)
-    out *= np.float32(sigma)
-    out += image
-    out += 0.5
-    np.clip(out, 0.0, 255.0, out=out)
-    return out.astype(np.uint8)
+    # cv2.add rounds and saturates to uint8 in the same pass as the sum.
+    return cv2.add(image, normal_field(rng, image.shape, sigma), dtype=cv2.CV_8U)
 
 
 def add_poisson_gaussian(linear: np.ndarray, std: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Linear signal + heteroscedastic noise of per-pixel `std`, back to uint8 sRGB."""
-    noisy = rng.standard_normal(linear.shape, dtype=np.float32)
+    noisy = normal_field(rng, linear.shape)
     noisy *= std
     noisy += linear
     return linear_to_srgb_uint8(noisy)

@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_range
-from degradations.image import to_float, to_uint8
 from degradations.kernels import line_kernel, particle_seeds, screen
 from degradations.registry import register
 
@@ -75,4 +74,4 @@ class Rain(Degradation):
                 width=1, blur=params["blur"],
             )
             layer = np.maximum(layer, 0.6 * params["brightness"] * far)
-        return to_uint8(screen(to_float(image), layer))
+        return screen(image, layer)

@@ -9,11 +9,10 @@ import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_range
-from degradations.image import to_float, to_uint8
 from degradations.kernels import line_kernel, particle_seeds, screen
 from degradations.registry import register
 
-_VEIL_COLOUR = np.float32(0.92)
+_VEIL_LEVEL = 235.0  # the veil's grey, 8-bit
 
 
 @register
@@ -57,7 +56,6 @@ class Snow(Degradation):
         if params["length"] > 1:
             streak = line_kernel(params["length"], params["angle"])
             flakes = cv2.filter2D(flakes, -1, streak / streak.max() / max(1.0, params["length"] / 2))
-        base = to_float(image)
-        veil = np.float32(params["veil"])
-        base = base * (1 - veil) + veil * _VEIL_COLOUR
-        return to_uint8(screen(base, flakes * np.float32(params["brightness"])))
+        veil = float(params["veil"])
+        base = cv2.convertScaleAbs(image, alpha=1.0 - veil, beta=veil * _VEIL_LEVEL)  # rounds to uint8
+        return screen(base, flakes * np.float32(params["brightness"]))

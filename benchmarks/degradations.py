@@ -1,0 +1,121 @@
+"""Degradation throughput on one core, against imagecorruptions in the same run.
+
+    python benchmarks/degradations.py [--repeats 30]
+
+Prints images/s for every type at 256x256 and 512x512 (severity 0.6, fresh
+seed per call), then for each pair of (our type, closest imagecorruptions
+corruption at severity 3) the images/s of both at 512x512 and the ratio
+ours / theirs, and the median ratio. Both sides are timed interleaved in one
+process, so machine noise hits them alike. imagecorruptions is optional
+(`make bench` installs it); its fog and glass_blur fail on NumPy 2 /
+scikit-image 0.26 and are reported as such.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: before numpy and OpenCV start their pools
+# Run as a file, this folder comes first on sys.path and this file would shadow the package.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+import degradations as D
+
+cv2.setNumThreads(1)
+
+# ours (type, explicit variant or None) -> imagecorruptions name
+PAIRS = [
+    ("noise", {"model": "gaussian"}, "gaussian_noise"),
+    ("noise", {"model": "poisson_gaussian"}, "shot_noise"),
+    ("blur", {"kind": "gaussian"}, "gaussian_blur"),
+    ("blur", {"kind": "defocus"}, "defocus_blur"),
+    ("blur", {"kind": "motion"}, "motion_blur"),
+    ("haze", None, "fog"),
+    ("haze", None, "contrast"),
+    ("low_light", None, "brightness"),
+    ("jpeg", None, "jpeg_compression"),
+    ("snow", None, "snow"),
+]
+
+
+def photo(size: int) -> np.ndarray:
+    return cv2.resize(D.builtin_photo("astronaut"), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def ours(name: str, variant: dict | None, image: np.ndarray) -> Callable[[int], np.ndarray]:
+    """A call of our type at severity 0.6; a variant pins the model/kind with its severity-0.6 size."""
+    if variant is None:
+        return lambda i: D.degrade(image, name, 0.6, seed=i)[0]
+    kind = D.get(name)
+    seed = next(s for s in range(1000) if all(kind.params(D.rng(s), 0.6).get(k) == v for k, v in variant.items()))
+    params = kind.params(D.rng(seed), 0.6)
+    return lambda i: D.degrade(image, name, params=params, seed=i)[0]
+
+
+def theirs(corruption: str, image: np.ndarray) -> Callable[[int], np.ndarray] | str:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from imagecorruptions import corrupt
+    except ImportError:
+        return "imagecorruptions not installed (make bench installs it)"
+    try:
+        corrupt(image, corruption_name=corruption, severity=3)
+    except Exception as err:  # noqa: BLE001 - report whatever breaks the baseline
+        return f"fails: {type(err).__name__}: {str(err)[:60]}"
+    return lambda i: corrupt(image, corruption_name=corruption, severity=3)
+
+
+def rate(fns: list[Callable[[int], np.ndarray]], repeats: int) -> list[float]:
+    """Images/s of each fn, timed interleaved; the median of `repeats` rounds."""
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        for k, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn(r)
+            times[k].append(time.perf_counter() - t)
+    return [1.0 / statistics.median(t) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    print(f"one core; severity 0.6; median of {args.repeats} calls")
+    print(f"{'type':<12} {'256x256 img/s':>14} {'512x512 img/s':>14}")
+    for name in D.available():
+        r256 = rate([ours(name, None, photo(256))], args.repeats)[0]
+        r512 = rate([ours(name, None, photo(512))], args.repeats)[0]
+        print(f"{name:<12} {r256:>14.1f} {r512:>14.1f}")
+
+    print(f"\nvs imagecorruptions 1.1.2 (severity 3), 512x512")
+    print(f"{'ours':<28} {'img/s':>8}   {'imagecorruptions':<18} {'img/s':>8} {'ratio':>7}")
+    image = photo(512)
+    ratios = []
+    for name, variant, corruption in PAIRS:
+        label = name + (f" ({next(iter(variant.values()))})" if variant else "")
+        baseline = theirs(corruption, image)
+        if isinstance(baseline, str):
+            r_ours = rate([ours(name, variant, image)], args.repeats)[0]
+            print(f"{label:<28} {r_ours:>8.1f}   {corruption:<18} {baseline}")
+            continue
+        r_ours, r_theirs = rate([ours(name, variant, image), baseline], args.repeats)
+        ratios.append(r_ours / r_theirs)
+        print(f"{label:<28} {r_ours:>8.1f}   {corruption:<18} {r_theirs:>8.1f} {r_ours / r_theirs:>6.2f}x")
+    if ratios:
+        print(f"median ratio ours/imagecorruptions: {statistics.median(ratios):.2f}x over {len(ratios)} pairs")
+
+
+if __name__ == "__main__":
+    main()
