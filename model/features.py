@@ -34,8 +34,8 @@ def evenly_spaced_depths(n_depths: int, n_taken: int) -> list[int]:
 class FrozenFeatures(nn.Module):
     """Feature maps of a frozen timm network at chosen depths.
 
-    `depths` index the network's `feature_info` (a ViT's blocks, a CNN's stages); an int n
-    takes n of them spread evenly up to the deepest. The module takes float RGB images in
+    `depths` index the network's `feature_info` (a ViT's blocks, a CNN's stages), in
+    increasing order; an int n takes n of them spread evenly up to the deepest. The module takes float RGB images in
     [0, 1], resizes them to `input_size` x `input_size` when given (networks with a fixed
     input size, such as ViTs, are set to it), normalises them with the network's own mean
     and std, and returns one NCHW map per depth, shallow to deep. It is differentiable with
@@ -55,8 +55,9 @@ class FrozenFeatures(nn.Module):
         net = create_timm_model(name, pretrained, **timm_kwargs)
         if input_size is not None and net.pretrained_cfg.get("fixed_input_size"):
             net.set_input_size(img_size=input_size)
-        n_depths = len(net.feature_info)
-        self.depths = evenly_spaced_depths(n_depths, depths) if isinstance(depths, int) else sorted(depths)
+        self.depths = evenly_spaced_depths(len(net.feature_info), depths) if isinstance(depths, int) else list(depths)
+        if self.depths != sorted(set(self.depths)):
+            raise ValueError(f"depths {self.depths} must increase: the features come out shallow to deep")
         self.channels = [net.feature_info[d]["num_chs"] for d in self.depths]
         net.prune_intermediate_layers(self.depths, prune_norm=True, prune_head=True)
         self.net = net.requires_grad_(False).eval()

@@ -54,7 +54,9 @@ class LevelGuidance(nn.Module):
             nn.init.zeros_(zero_start.weight)
             nn.init.zeros_(zero_start.bias)
 
-    def guidance_tokens(self, semantic: torch.Tensor | None, code: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    def guidance_tokens(
+        self, semantic: torch.Tensor | None, code: torch.Tensor | None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         """Guidance tokens (B, N, C) and the (h, w) grid they lie on."""
         if semantic is None:
             return self.code_projection(code)[:, None], (1, 1)

@@ -71,7 +71,8 @@ class QualityPerceiver(nn.Module):
         self.ctx = nn.Parameter(_initial_context(tower.token_embedding, tokenizer, n_ctx))
 
         preprocess = self.clip.visual.preprocess_cfg
-        self.image_size = tuple(preprocess["size"]) if not isinstance(preprocess["size"], int) else (preprocess["size"],) * 2
+        size = preprocess["size"]
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
         self.register_buffer("mean", torch.tensor(preprocess["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(preprocess["std"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("tier_quality", torch.tensor(TIER_QUALITY), persistent=False)

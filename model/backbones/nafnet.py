@@ -33,7 +33,10 @@ class NAFBlock(nn.Module):
         self.channel_attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels, 1))
         self.mix_out = nn.Conv2d(channels, channels, 1)
         self.ffn = nn.Sequential(
-            ChannelLayerNorm(channels), nn.Conv2d(channels, 2 * channels, 1), SimpleGate(), nn.Conv2d(channels, channels, 1)
+            ChannelLayerNorm(channels),
+            nn.Conv2d(channels, 2 * channels, 1),
+            SimpleGate(),
+            nn.Conv2d(channels, channels, 1),
         )
         self.mix_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.ffn_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))

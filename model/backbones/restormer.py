@@ -103,11 +103,12 @@ class Restormer(Backbone):
         skip_levels = list(reversed(range(n_skips)))  # decoder level j merges encoder level skip_levels[j]
         self.decoder_channels = tuple(encoder_channels[i] if i else 2 * width for i in skip_levels)
         self.upsamples = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(2 * encoder_channels[i], 4 * encoder_channels[i], 3, padding=1, bias=bias), nn.PixelShuffle(2))
-            for i in skip_levels
+            nn.Sequential(nn.Conv2d(2 * c, 4 * c, 3, padding=1, bias=bias), nn.PixelShuffle(2))
+            for c in (encoder_channels[i] for i in skip_levels)
         )
         self.merges = nn.ModuleList(
-            nn.Conv2d(2 * encoder_channels[i], encoder_channels[i], 1, bias=bias) if i else nn.Identity() for i in skip_levels
+            nn.Conv2d(2 * encoder_channels[i], encoder_channels[i], 1, bias=bias) if i else nn.Identity()
+            for i in skip_levels
         )
         self.decoders = nn.ModuleList(stage(c, i) for c, i in zip(self.decoder_channels, skip_levels))
         self.refinement = _stage(2 * width, refinement_blocks, heads[0], ffn_expansion, bias)
