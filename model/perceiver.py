@@ -22,6 +22,10 @@ TIER_QUALITY = (0.0, 0.5, 1.0)
 """The quality each tier stands for; `score` is their expectation under the predicted tier probabilities."""
 _PLACEHOLDER = "X"
 
+# Our own open_clip configs (e.g. "perceive-ir-tiny", a few-MB CLIP for CPU demos and tests)
+# become available by name like open_clip's.
+open_clip.add_model_config(Path(__file__).with_name("clip_configs"))
+
 
 class QualityPerceiver(nn.Module):
     """Three-way quality classifier (lq, mq, hq) on top of a frozen open_clip model.

@@ -1,0 +1,250 @@
+"""The training loop both stages share: DDP, bf16 autocast, accumulation, AdamW, warmup + cosine,
+JSON-lines metrics, a progress bar on rank 0, checkpoints every N steps and on SIGTERM, exact resume.
+
+A stage supplies a `Task`: the trainable module, a loss on one batch, and a
+validation pass. The loop owns everything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline import checkpoint
+from pipeline.config import dump
+from pipeline.distributed import DistEnv, barrier
+
+LAST = "last.pt"
+
+
+class Task(Protocol):
+    model: nn.Module
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one batch through `model` (the DDP wrapper when distributed), and scalars to log."""
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics on the validation split, computed on rank 0 with the unwrapped model."""
+
+
+class Batches(Protocol):
+    """What the loop needs of a loader: epochs of batches, and a position to save and restore."""
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: int
+    lr: float
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+
+    def factor(self, step: int) -> float:
+        """Linear warmup to 1, then cosine decay to `min_lr_ratio` at `steps`."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _move(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class _EpochStream:
+    """Endless batches: a new epoch starts when the loader's epoch ends. Counts the epoch for resume."""
+
+    def __init__(self, loader: Batches, epoch: int, restored: bool) -> None:
+        self.loader, self.epoch = loader, epoch
+        if not restored:  # a restored loader is mid-epoch already
+            loader.set_epoch(epoch)
+        self._it = iter(loader)
+
+    def next(self) -> Mapping[str, Any]:
+        for _ in range(2):
+            try:
+                return next(self._it)
+            except StopIteration:
+                self.epoch += 1
+                self.loader.set_epoch(self.epoch)
+                self._it = iter(self.loader)
+        raise RuntimeError("the training loader yields no batches: the split is smaller than one batch per rank")
+
+
+class _StopOnSigterm:
+    """SIGTERM asks for a checkpoint and a clean stop at the next step boundary (all ranks agree)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopOnSigterm:
+        with contextlib.suppress(ValueError):  # not the main thread: no handler, no harm
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def agreed(self, device: torch.device) -> bool:
+        if not dist.is_initialized():
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def fit(
+    task: Task,
+    loader: Batches,
+    config: Mapping[str, Any],
+    env: DistEnv,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train `task.model` for config["optim"]["steps"] optimiser steps; returns the last metrics.
+
+    config["run"]["out"] receives `last.pt` (and `step-N.pt` every
+    checkpoint_every steps), `config.yaml` and `metrics.jsonl`.
+    """
+    optim_cfg, run_cfg = config["optim"], config["run"]
+    out = Path(run_cfg["out"])
+    model = task.model.to(env.device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    wrapped: nn.Module = model
+    if env.world_size > 1:
+        wrapped = DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(trainable, lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"], betas=(0.9, 0.999))
+    schedule = Schedule(optim_cfg["steps"], optim_cfg["lr"], optim_cfg["warmup_steps"], optim_cfg.get("min_lr_ratio", 0.0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
+    accum = int(optim_cfg["grad_accum"])
+    bf16 = bool(run_cfg["bf16"]) and env.device.type == "cuda"
+
+    step, epoch, restored = 0, 0, False
+    if run_cfg.get("resume") and (out / LAST).is_file():
+        state = checkpoint.load(out / LAST, env.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch = int(state["step"]), int(state["loader"].get("epoch", 0))
+        checkpoint.set_rng_state(state["rng"])
+        loader.load_state_dict(state["loader"])
+        restored = True
+        log(f"resumed from {out / LAST} at step {step}")
+    stream = _EpochStream(loader, epoch, restored)
+
+    def save(name: str) -> None:
+        if env.is_main:
+            state = {
+                # Everything, frozen towers included: random ones cannot be re-created, and
+                # pretrained ones then need no hub at resume or evaluation time.
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "rng": checkpoint.rng_state(),
+                "loader": loader.state_dict(),
+            }
+            checkpoint.save(out / name, state)
+            dump(config, out / "config.yaml")
+        barrier()
+
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump(config, out / "config.yaml")
+    metrics_file = (out / "metrics.jsonl").open("a") if env.is_main else None
+    bar = _progress(step, schedule.steps, env.is_main)
+    last: dict[str, Any] = {}
+    wait = compute = 0.0
+    try:
+        with _StopOnSigterm() as stop:
+            while step < schedule.steps:
+                model.train()
+                optimizer.zero_grad(set_to_none=True)
+                logged: dict[str, float] = {}
+                for micro in range(accum):
+                    t0 = time.perf_counter()
+                    batch = _move(stream.next(), env.device)
+                    t1 = time.perf_counter()
+                    sync = micro == accum - 1 or env.world_size == 1
+                    with (contextlib.nullcontext() if sync else wrapped.no_sync()), torch.autocast(
+                        env.device.type, dtype=torch.bfloat16, enabled=bf16
+                    ):
+                        loss, terms = task.loss(wrapped, batch)
+                    (loss / accum).backward()
+                    wait += t1 - t0
+                    compute += time.perf_counter() - t1
+                    for k, v in {"loss": float(loss.detach()), **terms}.items():
+                        logged[k] = logged.get(k, 0.0) + v / accum
+                if optim_cfg.get("clip_grad"):
+                    torch.nn.utils.clip_grad_norm_(trainable, optim_cfg["clip_grad"])
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                if not all(math.isfinite(v) for v in logged.values()):
+                    raise FloatingPointError(f"non-finite loss at step {step}: {logged}")
+                last = {"step": step, "epoch": stream.epoch, "lr": scheduler.get_last_lr()[0], **logged}
+                if metrics_file and (step % run_cfg["log_every"] == 0 or step == schedule.steps):
+                    last["data_wait_fraction"] = wait / max(wait + compute, 1e-9)
+                    metrics_file.write(json.dumps({"split": "train", **last}) + "\n")
+                    metrics_file.flush()
+                if bar:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{logged['loss']:.4f}")
+                if run_cfg.get("eval_every") and step % run_cfg["eval_every"] == 0:
+                    last.update(_validate(task, model, env, step, metrics_file))
+                stopping = stop.agreed(env.device)
+                if step % run_cfg["checkpoint_every"] == 0 or stopping or step == schedule.steps:
+                    save(LAST)
+                if stopping:
+                    log(f"SIGTERM: saved {out / LAST} at step {step}; rerun with run.resume=true to continue")
+                    break
+    finally:
+        if bar:
+            bar.close()
+        if metrics_file:
+            metrics_file.close()
+    return last
+
+
+def _validate(task: Task, model: nn.Module, env: DistEnv, step: int, metrics_file: Any) -> dict[str, float]:
+    result: dict[str, float] = {}
+    if env.is_main:
+        model.eval()
+        with torch.no_grad():
+            result = task.validate(model)
+        if metrics_file:
+            metrics_file.write(json.dumps({"split": "val", "step": step, **result}) + "\n")
+            metrics_file.flush()
+    barrier()
+    return result
+
+
+def _progress(start: int, total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)

@@ -1,0 +1,198 @@
+"""The training loop: config, schedule, loss falling, exact resume, DDP over two gloo processes."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pipeline.config import parse_override, resolve
+from pipeline.distributed import DistEnv
+from pipeline.stages import PERCEIVER_DEFAULTS, RESTORER_DEFAULTS, PerceiverTask, RestorerTask, seeded_torch
+from pipeline.trainer import LAST, Schedule, fit
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TINY_PERCEIVER = {"clip_model": "perceive-ir-tiny", "pretrained": None, "n_ctx": 4, "train_visual": True}
+TINY_RESTORER = {
+    "backbone": "nafnet", "sgm": True, "cfe": True, "semantic_model": "vit_small_patch14_dinov2",
+    "semantic_pretrained": None, "semantic_size": 28, "semantic_kwargs": {"depth": 3, "embed_dim": 32, "num_heads": 2},
+    "backbone_kwargs": {"width": 8, "encoder_blocks": [1, 1, 1], "middle_blocks": 1, "decoder_blocks": [1, 1, 1]},
+}
+TINY_LOSS = {"perceptual_kwargs": {"depths": [0, 1], "layer_weights": [0.5, 1.0]}}
+
+
+class ListLoader:
+    """A stand-in loader: a fixed list of batches per epoch, with the position in its state."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.batches, self.epoch, self.start = batches, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.start = epoch, 0
+
+    def __iter__(self):
+        for i in range(self.start, len(self.batches)):
+            self.position = i + 1
+            yield self.batches[(i + self.epoch) % len(self.batches)]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": getattr(self, "position", 0)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.start = state["epoch"], state["batch"]
+
+
+def tier_batches(n: int, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        tier = torch.randint(0, 3, (6,), generator=g)
+        # Learnable signal: brightness encodes the tier.
+        image = 0.2 + 0.3 * tier.view(-1, 1, 1, 1) + 0.05 * torch.rand(6, 3, 32, 32, generator=g)
+        out.append({"image": image, "tier": tier, "severity": 1.0 - tier / 2})
+    return out
+
+
+def triplet_batches(n: int, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        hq = torch.rand(2, 3, 32, 32, generator=g)
+        out.append({"hq": hq, "mq": (hq + 0.1).clamp(0, 1), "lq": (hq + 0.3).clamp(0, 1), "type": ["noise", "haze"]})
+    return out
+
+
+def config(stage: str, out: Path, steps: int, **run) -> dict:
+    base = PERCEIVER_DEFAULTS if stage == "perceiver" else RESTORER_DEFAULTS
+    cfg = copy.deepcopy(base)
+    cfg["model"] = dict(TINY_PERCEIVER if stage == "perceiver" else TINY_RESTORER)
+    if stage == "restorer":
+        cfg["loss"].update(TINY_LOSS)
+    cfg["optim"].update(steps=steps, warmup_steps=2, lr=3e-3)
+    cfg["run"].update({"out": str(out), "checkpoint_every": 1000, "log_every": 1, "bf16": False, **run})
+    return cfg
+
+
+CPU = DistEnv(0, 1, 0, torch.device("cpu"))
+
+
+def make_task(stage: str, cfg: dict):
+    return PerceiverTask(cfg, None) if stage == "perceiver" else RestorerTask(cfg, None, torch.device("cpu"))
+
+
+def run_fit(stage: str, cfg: dict, loader) -> torch.nn.Module:
+    with seeded_torch(cfg["seed"]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task = make_task(stage, cfg)
+        fit(task, loader, cfg, CPU, log=lambda _: None)
+    return task.model
+
+
+def test_config_layers_and_unknown_keys(tmp_path):
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.01\ndata:\n  batch_size: 4\n")
+    cfg = resolve(PERCEIVER_DEFAULTS, tmp_path / "c.yaml", ["optim.lr=5e-4", "run.bf16=false"])
+    assert cfg["optim"]["lr"] == 5e-4 and cfg["data"]["batch_size"] == 4 and cfg["run"]["bf16"] is False
+    assert PERCEIVER_DEFAULTS["optim"]["lr"] == 2e-3  # defaults untouched
+    with pytest.raises(ValueError, match="unknown config key 'optim.lrr'"):
+        resolve(PERCEIVER_DEFAULTS, None, ["optim.lrr=1"])
+    with pytest.raises(ValueError, match="section.key=value"):
+        parse_override("optim.lr")
+
+
+def test_schedule_warms_up_then_decays():
+    s = Schedule(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    factors = [s.factor(i) for i in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[100] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("stage", ["perceiver", "restorer"])
+def test_loss_falls_on_a_fixed_batch(stage, tmp_path):
+    batch = (tier_batches if stage == "perceiver" else triplet_batches)(1)
+    cfg = config(stage, tmp_path, steps=12)
+    run_fit(stage, cfg, ListLoader(batch))
+    import json
+
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+class _StopAfter(ListLoader):
+    """Raises after `n` batches, as a crash would."""
+
+    def __init__(self, batches: list[dict], n: int) -> None:
+        super().__init__(batches)
+        self.n, self.served = n, 0
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if self.served == self.n:
+                raise KeyboardInterrupt
+            self.served += 1
+            yield batch
+
+
+def run_fit_interrupted(stage, cfg, loader):
+    with pytest.raises(KeyboardInterrupt):  # caught here, or pytest would end the session
+        run_fit(stage, cfg, loader)
+
+
+def test_resume_after_a_crash_gives_the_same_parameters(tmp_path):
+    batches = triplet_batches(3)
+    full = run_fit("restorer", config("restorer", tmp_path / "full", steps=8), ListLoader(batches))
+    run_fit_interrupted("restorer", config("restorer", tmp_path / "cut", steps=8, checkpoint_every=4), _StopAfter(batches, 5))
+    assert (tmp_path / "cut" / LAST).is_file()
+    resumed = run_fit("restorer", config("restorer", tmp_path / "cut", steps=8, resume=True), ListLoader(batches))
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, stage: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from pipeline import checkpoint, trainer
+    from pipeline.distributed import init_distributed, shutdown
+
+    saved = checkpoint.save
+
+    def save_and_sign(path, state):
+        Path(out, f"saved-by-rank-{rank}").touch()
+        return saved(path, state)
+
+    trainer.checkpoint.save = save_and_sign
+    env = init_distributed("cpu")
+    cfg = config(stage, Path(out), steps=4, checkpoint_every=2)
+    batches = (tier_batches if stage == "perceiver" else triplet_batches)(2, seed=rank)
+    with seeded_torch(0), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task = make_task(stage, cfg)
+        result = fit(task, ListLoader(batches), cfg, env, log=lambda _: None)
+    Path(out, f"steps-rank-{rank}").write_text(str(result["step"]))
+    first = next(task.model.parameters()).detach()
+    torch.save(first, Path(out, f"param-rank-{rank}.pt"))
+    shutdown()
+
+
+@pytest.mark.parametrize("stage", ["perceiver", "restorer"])
+def test_ddp_two_gloo_processes(stage, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), stage, str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "steps-rank-0").read_text() == (tmp_path / "steps-rank-1").read_text() == "4"
+    assert (tmp_path / "saved-by-rank-0").exists() and not (tmp_path / "saved-by-rank-1").exists()
+    assert (tmp_path / LAST).is_file()
+    a = torch.load(tmp_path / "param-rank-0.pt", weights_only=True)
+    b = torch.load(tmp_path / "param-rank-1.pt", weights_only=True)
+    assert torch.equal(a, b)  # DDP kept the replicas identical
