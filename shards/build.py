@@ -1,0 +1,309 @@
+"""`build`: sources -> plan -> one dask task per shard -> manifest.parquet, errors.parquet, dataset.json.
+
+Order of a build, and why:
+1. Check everything that can be wrong before any work: types, calibration,
+   codec, the source (missing or empty), OUT (unwritable, or holding another
+   build).
+2. Write dataset.json (the config, no counts), so a killed build leaves a
+   record of what it was making; a rerun compares against it.
+3. Run one task per shard not yet done (its parquet marks it done). Shard
+   content depends only on the plan, so which worker, how many, and whether
+   an earlier run was killed, change nothing in the bytes.
+4. Merge the per-shard manifests and errors in plan order, and fill in the
+   counts in dataset.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+
+import degradations as D
+from shards.config import BuildConfig, type_dir
+from shards.manifest import merge_manifests, read_shard_errors, write_errors
+from shards.plan import ShardSpec, make_plan
+from shards.report import Report, read_tables
+from shards.sample import Scorer, search_intervals
+from shards.shard import ShardJob, ShardResult, run_shard
+from shards.sources import Source, list_sources
+from shards.tarwriter import TEMP_SUFFIX, atomic_output
+
+FORMAT = "perceive-ir/shards"
+FORMAT_VERSION = 1
+# Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 for its workers. Any fixed trim threshold
+# turns off glibc's adaptive mmap threshold, so every MB-sized numpy temporary is mmapped
+# and page-faulted afresh: measured 2x the wall time (4x the system time) on this workload.
+# Tasks here hold a bounded amount of memory, so glibc's adaptive default is the right one.
+_TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+RETRIES = 2  # per shard: a worker lost to the OOM killer or a flaky disk should not end a long build
+
+
+class BuildError(RuntimeError):
+    """Shards that failed even after retries; rerunning the same command retries only them."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out: Path
+    report: Report
+    shards: int
+    shards_skipped: int  # already done by an earlier run
+    samples_built: int  # by this run (including planned samples that became errors)
+    seconds: float
+    workers: str
+
+    def summary(self) -> str:
+        rate = self.samples_built / self.seconds if self.seconds > 0 else 0.0
+        done = f", {self.shards_skipped} already done" if self.shards_skipped else ""
+        return "\n\n".join(
+            [
+                f"built {self.out}: {self.report.samples} samples ({len(self.report.manifest)} images) "
+                f"in {self.shards} shards{done}",
+                self.report.counts_text(),
+                self.report.errors_text(),
+                f"time {self.seconds:.1f} s, {rate:.1f} samples/s ({self.workers})",
+            ]
+        )
+
+
+def build(
+    source: str | Path,
+    out: str | Path,
+    config: BuildConfig | None = None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> BuildResult:
+    """Build tiered webdataset shards from the photos of `source` into `out`.
+
+    workers: local worker processes (default: one per core); scheduler: the
+    address of an existing dask scheduler instead (its workers must have
+    perceive-ir installed and see `source` and `out` at the same paths).
+    A rerun into the same `out` with the same config resumes; a different
+    config raises FileExistsError unless `overwrite`.
+    """
+    config = config or BuildConfig()
+    if workers is not None and scheduler is not None:
+        raise ValueError("give --workers or --scheduler, not both")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    calibration = config.load_calibration()
+    scorer = Scorer(
+        metric=calibration.metric,
+        bands=dict(calibration.bands),
+        intervals={t: search_intervals(calibration, t) for t in config.types},
+        seed=config.seed,
+        max_tries=config.max_tries,
+    )
+    sources = list_sources(source)
+    codec = config.codec_spec
+    if codec.lossy:
+        warnings.warn(
+            f"--codec {codec.spec} is lossy: it changes noise statistics and scores; recorded in dataset.json",
+            stacklevel=2,
+        )
+    out = Path(out).expanduser().absolute()
+    record = _dataset_record(config, calibration, sources, source)
+    _prepare_out(out, record, overwrite)
+    plan = make_plan(sources, config)
+    _write_json(out / "dataset.json", {**record, "counts": None})
+
+    todo = [s for s in plan if not ((out / s.parquet).is_file() and (out / s.tar).is_file())]
+    job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, codec, scorer)
+    token = hashlib.blake2b(f"{out}\n{json.dumps(record, sort_keys=True)}".encode(), digest_size=6).hexdigest()
+    start = time.perf_counter()
+    used = _run(todo, job, token, workers, scheduler, progress) if todo else "nothing to do"
+    report = _finish(out, plan, record)
+    return BuildResult(
+        out, report, len(plan), len(plan) - len(todo), sum(len(s.samples) for s in todo), time.perf_counter() - start, used
+    )
+
+
+def _dataset_record(config: BuildConfig, calibration: D.Calibration, sources: list[Source], source: str | Path) -> dict[str, Any]:
+    """dataset.json without counts. Everything but `source` and `calibration_file` must match to resume."""
+    ids = "\n".join(s.id for s in sources)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "engine_version": D.ENGINE_VERSION,
+        "config": config.to_dict(),
+        "calibration": {
+            "metric": calibration.metric,
+            "bands": {t: list(b) for t, b in calibration.bands.items()},
+            "types": {t: {"ranges": calibration.types[t].ranges, "notes": calibration.types[t].notes} for t in config.types},
+        },
+        "sources": {"count": len(sources), "ids_sha256": hashlib.sha256(ids.encode()).hexdigest()},
+        "layout": {
+            "shards": "{split}/{type_dir}/shard-{index:06d}.tar",
+            "type_dirs": {t: type_dir(t) for t in config.types},
+            "members": [f"KEY.{slot}.{config.codec_spec.extension}" for slot in ("hq", "mq", "lq")] + ["KEY.json"],
+            "null_psnr": "hq images are the clean patch: psnr is null (infinite), score is the metric of identical images",
+        },
+        "source": str(source),
+        "calibration_file": config.calibration or "default (shipped with perceive-ir)",
+    }
+
+
+_NOT_IDENTITY = ("source", "calibration_file", "counts")
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for k in sorted(set(old) | set(new), key=str):
+            if not prefix and k in _NOT_IDENTITY:
+                continue
+            found += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        return found
+    return [] if old == new else [f"{prefix.rstrip('.')}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
+    """Make OUT usable, or raise before any work: unwritable, holding another build, or foreign files."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise PermissionError(f"cannot write to --out {out}: {err.strerror or err}") from None
+    existing = out / "dataset.json"
+    if existing.is_file():
+        try:
+            old = json.loads(existing.read_text())
+        except ValueError:
+            old = {}
+        diff = _differences(old, record)
+        if diff and not overwrite:
+            shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+            raise FileExistsError(
+                f"{out} holds a build with a different config ({shown}); "
+                "use --overwrite to replace it, or another --out"
+            )
+        if overwrite:
+            _clear(out)
+    elif any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"--out {out} is not empty and holds no perceive-ir build; use a new folder (or --overwrite)")
+    for stale in [*out.glob(f".*{TEMP_SUFFIX}"), *out.glob(f"*/*/.*{TEMP_SUFFIX}")]:
+        stale.unlink()  # left by a killed run; tasks write under fresh names anyway
+
+
+def _clear(out: Path) -> None:
+    """Remove a previous build's files, and only those (OUT may be a folder the user also keeps other things in)."""
+    for name in ("dataset.json", "manifest.parquet", "errors.parquet"):
+        (out / name).unlink(missing_ok=True)
+    for path in [*out.glob("*/*/shard-*.tar"), *out.glob("*/*/shard-*.parquet")]:
+        path.unlink()
+    for folder in sorted(out.glob("*/*/"), reverse=True) + sorted(out.glob("*/")):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def _client(workers: int | None, scheduler: str | None, n_tasks: int, out: Path) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise ValueError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
+        with client:
+            _check_workers(client, out)
+            yield client
+        return
+    n = min(workers or os.cpu_count() or 1, n_tasks)  # a worker without a shard only costs start-up time
+    with dask.config.set({_TRIM_KEY: None}), LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _worker_info(out: str) -> tuple[str, bool, str | None]:
+    return D.ENGINE_VERSION, os.path.isdir(out), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def _check_workers(client: Any, out: Path) -> None:
+    """Workers of a foreign cluster must run this engine version and see OUT, or shards would differ or vanish."""
+    try:
+        info = client.run(_worker_info, str(out))
+    except Exception as err:  # whatever the worker raised while importing or running: shown, with the fix
+        raise ValueError(
+            f"the dask workers cannot run perceive-ir ({type(err).__name__}: {err}); install perceive-ir in their environment"
+        ) from None
+    for worker, (version, sees_out, trim) in sorted(info.items()):
+        if version != D.ENGINE_VERSION:
+            raise ValueError(f"worker {worker} runs degradation engine {version}, this client {D.ENGINE_VERSION}: install the same perceive-ir")
+        if not sees_out:
+            raise ValueError(f"worker {worker} cannot see {out}: --out must be on a filesystem every worker mounts at the same path")
+    if any(trim is not None for _, _, trim in info.values()):
+        warnings.warn(
+            "the dask workers run with MALLOC_TRIM_THRESHOLD_ set (dask's default), which makes image work about 2x "
+            f"slower; start them with the config key {_TRIM_KEY} set to null",
+            stacklevel=3,
+        )
+
+
+def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, scheduler: str | None, progress: bool) -> str:
+    """Run the shard tasks with a progress bar; returns a description of the workers used."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    failures = []
+    errors = 0
+    with _client(workers, scheduler, len(todo), Path(job.out)) as client:
+        used = f"{len(client.scheduler_info(n_workers=-1)['workers'])} workers" + (f" at {scheduler}" if scheduler else "")
+        futures = {
+            client.submit(run_shard, spec, job, key=f"shard-{spec.split}-{type_dir(spec.type)}-{spec.index:06d}-{token}", retries=RETRIES): spec
+            for spec in todo
+        }
+        total = sum(len(s.samples) for s in todo)
+        with tqdm(total=total, unit="sample", desc="build", disable=not progress, smoothing=0.05) as bar:
+            for future in as_completed(futures):
+                spec = futures.pop(future)
+                if future.status == "error":
+                    failures.append(f"{spec.name}: {future.exception()!r}")
+                else:
+                    result: ShardResult = future.result()
+                    errors += result.errors
+                bar.update(len(spec.samples))
+                bar.set_postfix(errors=errors, refresh=False)
+                future.release()
+    if failures:
+        raise BuildError(
+            f"{len(failures)} of {len(todo)} shards failed after {RETRIES} retries (first: {failures[0]}); "
+            "the others are done: rerun the same command to retry the failed ones"
+        )
+    return used
+
+
+def _finish(out: Path, plan: list[ShardSpec], record: dict[str, Any]) -> Report:
+    """Merge per-shard tables in plan order, then complete dataset.json; returns the dataset's report."""
+    merge_manifests((out / s.parquet for s in plan), out / "manifest.parquet")
+    write_errors((e for s in plan for e in read_shard_errors(out / s.parquet)), out / "errors.parquet")
+    manifest, errors = read_tables(out)
+    counts = Report(out, record, manifest, errors).count_record()
+    counts["shards"] = len(plan)
+    dataset = {**record, "counts": counts}
+    _write_json(out / "dataset.json", dataset)
+    return Report(out, dataset, manifest, errors)

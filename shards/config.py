@@ -1,0 +1,131 @@
+"""What a build makes: `BuildConfig`, checked once, before any work.
+
+A config is data: every field is recorded in OUT/dataset.json, and two
+builds with equal configs (and the same source files and calibration) write
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import degradations as D
+from shards.codec import Codec, parse_codec
+from shards.sources import DEFAULT_MAX_PIXELS
+
+# The five tasks of Perceive-IR's all-in-one setting.
+DEFAULT_TYPES = ("noise", "haze", "rain", "blur", "low_light")
+LAYOUTS = ("random", "grid")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def type_dir(name: str) -> str:
+    """Directory and key form of a type: `low_light+rain` -> `low_light-rain`.
+
+    Type names hold only [a-z0-9_], so '-' is free to stand for '+' and the
+    mapping is reversible; '+' and '.' stay out of keys (webdataset splits a
+    key at its first dot).
+    """
+    return name.replace("+", "-")
+
+
+def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
+    """`train=0.9,val=0.1` -> (("train", 0.9), ("val", 0.1)); fractions must sum to 1."""
+    splits = []
+    for part in text.split(","):
+        name, sep, frac = part.strip().partition("=")
+        if not sep:
+            raise ValueError(f"--splits wants NAME=FRACTION pairs such as train=0.9,val=0.1; got {part!r}")
+        try:
+            splits.append((name.strip(), float(frac)))
+        except ValueError:
+            raise ValueError(f"split fraction {frac!r} is not a number") from None
+    return tuple(splits)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that shapes the output of a build, apart from the source files themselves."""
+
+    types: tuple[str, ...] = DEFAULT_TYPES
+    patch: int = 256  # square patch side; 0 keeps whole images
+    patches_per_image: int = 4
+    layout: str = "random"  # random boxes, or an even grid of boxes over the image
+    samples_per_shard: int = 256
+    splits: tuple[tuple[str, float], ...] = (("train", 0.9), ("val", 0.1))
+    codec: str = "png"
+    png_level: int = 1  # zlib level; 1 is as small as 3-9 on photos and the fastest (benchmarks/shards.py)
+    seed: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_tries: int = 8  # severity draws per tier before a sample is given up
+    calibration: str | None = field(default=None, compare=False)  # file; None = the shipped one
+
+    def __post_init__(self) -> None:
+        types = tuple(self.types)
+        if not types:
+            raise ValueError("give at least one degradation type")
+        canonical = []
+        for name in types:
+            D.get(name)  # ValueError naming the available types when unknown
+            canonical.append(D.canonical_name(name))
+        if len(set(canonical)) != len(canonical):
+            raise ValueError(f"a type is named twice in {', '.join(types)}")
+        object.__setattr__(self, "types", tuple(canonical))
+        object.__setattr__(self, "splits", tuple((str(n), float(f)) for n, f in self.splits))
+        self._check()
+
+    def _check(self) -> None:
+        _int_at_least("patch", self.patch, 0)
+        _int_at_least("patches_per_image", self.patches_per_image, 1)
+        _int_at_least("samples_per_shard", self.samples_per_shard, 1)
+        _int_at_least("seed", self.seed, 0)
+        _int_at_least("max_pixels", self.max_pixels, 1)
+        _int_at_least("max_tries", self.max_tries, 1)
+        if self.patch == 0 and self.patches_per_image != 1:
+            raise ValueError("--patch 0 keeps whole images: one sample per image, so --patches-per-image must be 1")
+        if 0 < self.patch < 16:
+            raise ValueError(f"--patch {self.patch} is too small to score (SSIM needs 11 px, most types 16 or more)")
+        too_small = [t for t in self.types if 0 < self.patch < D.get(t).min_size]
+        if too_small:
+            need = max(D.get(t).min_size for t in too_small)
+            raise ValueError(f"--patch {self.patch} is smaller than {', '.join(too_small)} needs ({need} px)")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; choose {' or '.join(LAYOUTS)}")
+        if not 0 <= self.png_level <= 9:
+            raise ValueError(f"--png-level must be 0-9, got {self.png_level}")
+        names = [n for n, _ in self.splits]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"split names must be given once each, got {names}")
+        for name, frac in self.splits:
+            if not SAFE_NAME.match(name):
+                raise ValueError(f"split name {name!r} may hold only letters, digits, '_' and '-'")
+            if not (0 < frac <= 1) or math.isnan(frac):
+                raise ValueError(f"split {name} has fraction {frac}; each must be in (0, 1]")
+        if abs(sum(f for _, f in self.splits) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {sum(f for _, f in self.splits):g}")
+        self.codec_spec  # noqa: B018  (parses, raising on a bad --codec)
+
+    @property
+    def codec_spec(self) -> Codec:
+        return parse_codec(self.codec, png_level=self.png_level)
+
+    def load_calibration(self) -> D.Calibration:
+        return D.load_calibration(self.calibration) if self.calibration else D.default_calibration()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that decide the output bytes, as JSON (the calibration file's content is recorded apart)."""
+        d = asdict(self)
+        d.pop("calibration")
+        d["types"] = list(self.types)
+        d["splits"] = {name: frac for name, frac in self.splits}
+        d["codec"] = self.codec_spec.to_dict()
+        d.pop("png_level")  # part of the codec record
+        return d
+
+
+def _int_at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -1,0 +1,110 @@
+"""Parquet tables of a build: per-shard manifests, manifest.parquet and errors.parquet.
+
+Parquet files are written with fixed options (codec, level, page version,
+statistics) and rows in a fixed order, so their bytes depend only on the
+content (and the pyarrow version, which pyarrow writes into each file).
+
+A shard's problems (unusable photos, samples whose tier was out of reach)
+travel in its parquet's key-value metadata: the file that marks the shard
+done then also carries them, and a resumed build that skips the shard still
+knows them. The rows of the table are images only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shards.tarwriter import atomic_output
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("split", pa.string()),
+        ("type", pa.string()),
+        ("tier", pa.string()),
+        ("severity", pa.float64()),
+        ("score", pa.float64()),
+        ("psnr", pa.float64()),  # null for hq: PSNR of identical images is infinite
+        ("shard", pa.string()),  # tar path relative to OUT
+        ("member", pa.string()),  # member name in the tar: KEY.TIER.EXT
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),  # of the member's bytes
+        ("source", pa.string()),  # source id: path relative to the source root, or builtin:NAME
+    ]
+)
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("type", pa.string()),  # null when the photo itself is unusable
+        ("key", pa.string()),  # null when the photo itself is unusable
+        ("tier", pa.string()),  # the tier out of reach of a skipped sample, else null
+        ("reason", pa.string()),
+    ]
+)
+
+_ERRORS_META = b"perceive_ir.errors"
+_ROW_GROUP = 1 << 17
+_WRITE_OPTIONS: dict[str, Any] = dict(
+    compression="zstd",
+    compression_level=3,
+    use_dictionary=True,
+    write_statistics=True,
+    version="2.6",
+    data_page_version="1.0",
+    write_page_index=False,
+)
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """One parquet file, atomically, with the fixed options."""
+    with atomic_output(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=_ROW_GROUP, **_WRITE_OPTIONS)
+
+
+def write_shard_manifest(rows: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]], path: str | Path) -> None:
+    meta = {_ERRORS_META: json.dumps(list(errors), sort_keys=True).encode()}
+    table = pa.Table.from_pylist(list(rows), schema=MANIFEST_SCHEMA.with_metadata(meta))
+    write_table(table, path)
+
+
+def read_shard_errors(path: str | Path) -> list[dict[str, Any]]:
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(_ERRORS_META, b"[]"))
+
+
+def merge_manifests(paths: Iterable[Path], out: Path) -> int:
+    """Concatenate per-shard manifests, in the order given, into `out`; returns the row count.
+
+    Streams: at most one row group is held, whatever the size of the build.
+    """
+    rows = 0
+    buffer: list[pa.Table] = []
+    with atomic_output(out) as tmp, pq.ParquetWriter(tmp, MANIFEST_SCHEMA, **_WRITE_OPTIONS) as writer:
+        for path in paths:
+            table = pq.read_table(path, schema=MANIFEST_SCHEMA)
+            rows += table.num_rows
+            buffer.append(table)
+            if sum(t.num_rows for t in buffer) >= _ROW_GROUP:
+                writer.write_table(pa.concat_tables(buffer), row_group_size=_ROW_GROUP)
+                buffer = []
+        if buffer:
+            writer.write_table(pa.concat_tables(buffer), row_group_size=_ROW_GROUP)
+    return rows
+
+
+def write_errors(errors: Iterable[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """errors.parquet: one row per unusable photo and per skipped sample, sorted; returns the rows."""
+    unique = {(e["source"], e.get("type") or "", e.get("key") or ""): e for e in errors}
+    rows = [unique[k] for k in sorted(unique)]
+    write_table(pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA), out)
+    return rows

@@ -1,0 +1,42 @@
+"""Read samples of a built dataset back by key (for previews and checks; training streams the tars).
+
+Members are read with tarfile and decoded as images or JSON, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from shards.codec import decode
+
+
+def read_samples(out: str | Path, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{key: {"hq": image, "mq": image, "lq": image, "json": record}} for the given keys of the build in `out`."""
+    out = Path(out)
+    rows = pq.read_table(out / "manifest.parquet", columns=["key", "tier", "shard", "member"], filters=[("key", "in", list(keys))])
+    missing = set(keys) - set(rows.column("key").to_pylist())
+    if missing:
+        raise ValueError(f"no sample with key {sorted(missing)[0]!r} in {out}")
+    samples: dict[str, dict[str, Any]] = {k: {} for k in keys}
+    for shard in sorted(set(rows.column("shard").to_pylist())):
+        in_shard = rows.filter(pc.equal(rows.column("shard"), shard)).to_pylist()
+        with tarfile.open(out / shard) as tar:
+            for row in in_shard:
+                samples[row["key"]][row["tier"]] = decode(_member(tar, row["member"]))
+            for key in {r["key"] for r in in_shard}:
+                samples[key]["json"] = json.loads(_member(tar, f"{key}.json"))
+    return samples
+
+
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    f = tar.extractfile(name)
+    if f is None:
+        raise ValueError(f"{tar.name}: {name} is not a file member")
+    return f.read()
