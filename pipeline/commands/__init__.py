@@ -5,4 +5,4 @@ add_arguments(parser) and run(args) -> exit code. Imports inside run() keep
 `perceive-ir --help` fast.
 """
 
-COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "eval"]
+COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "eval", "demo"]
