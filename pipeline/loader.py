@@ -1,0 +1,266 @@
+"""Streaming loaders: balanced, deterministic, resumable batches from perceive-ir shards.
+
+    loader = make_loader("out", mode="triplets", batch_size=8, crop=256)   # rank from torchrun
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:            # batch["lq"], ["mq"], ["hq"]: B x 3 x H x W float32 in [0, 1]
+            ...
+        checkpoint["loader"] = loader.state_dict()
+
+The epoch plan (pipeline.epoch_plan) fixes every rank's batches from the
+manifest counts alone; workers (pipeline.worker) fill them. What a batch
+holds does not depend on the number of workers, and a loader restored from
+a state taken at a batch boundary goes on with exactly the batches the
+uninterrupted one would have yielded.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+import degradations as D
+from pipeline.catalog import Catalog, load_catalog
+from pipeline.epoch_plan import EpochPlan, PlanSpec, batches_per_epoch, check_spec, plan_epoch
+from pipeline.samples import MODES, SampleMaker, synth_ranges
+from pipeline.worker import PROBLEMS, REPLACED, BatchProducer
+
+DEFAULT_WINDOW = 256  # samples; rounded up to a multiple of the batch size
+
+
+class ShardProblemWarning(UserWarning):
+    """A shard with a truncated, unreadable or corrupt sample; its samples were replaced."""
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """What must match for a saved loader state to apply (the rank need not: states agree across ranks)."""
+
+    dataset: str  # catalog digest
+    split: str
+    mode: str
+    batch_size: int
+    crop: int | None
+    types: tuple[str, ...]
+    weights: tuple[float, ...] | None
+    seed: int
+    world_size: int
+    resampled: bool
+    shuffle_window: int
+    augment: bool
+
+
+class _EpochBatches(IterableDataset):
+    """One epoch of one rank from batch `start` on; handed to the DataLoader's workers anew each epoch."""
+
+    def __init__(self, catalog: Catalog, plan: EpochPlan, maker: SampleMaker, start: int) -> None:
+        super().__init__()
+        self.catalog, self.plan, self.maker, self.start = catalog, plan, maker, start
+
+    def __iter__(self) -> Iterator[dict[str, object]]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        return iter(BatchProducer(self.catalog, self.plan, self.maker, self.start, worker, workers))
+
+
+class StreamLoader:
+    """Dict batches of one rank, epoch by epoch; see `make_loader`.
+
+    `len()` is the number of batches of an epoch, the same on every rank.
+    Iterating yields the current epoch from `batches_done` on; a completed
+    epoch moves the loader to the next one. `skipped` counts samples replaced
+    because they could not be read, `problems` maps each such shard to what
+    was wrong with it (each is warned about once).
+    """
+
+    def __init__(self, catalog: Catalog, config: LoaderConfig, rank: int, num_workers: int, pin_memory: bool, epoch: int) -> None:
+        self.catalog, self.config, self.rank = catalog, config, rank
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.spec = PlanSpec(config.seed, config.world_size, config.batch_size, config.shuffle_window, config.types, config.weights, config.resampled)
+        check_spec(catalog, self.spec)
+        ranges = synth_ranges(config.types) if config.mode == "synth" else {}
+        self.maker = SampleMaker(catalog, config.mode, config.seed, config.crop, config.augment, ranges)
+        self.epoch, self.batches_done = _non_negative("epoch", epoch), 0
+        self.skipped = 0
+        self.problems: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.catalog, self.spec)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its first batch; the current epoch keeps its position (so a restored loader resumes)."""
+        if _non_negative("epoch", epoch) != self.epoch:
+            self.epoch, self.batches_done = epoch, 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        plan = plan_epoch(self.catalog, self.spec, self.epoch, self.rank)
+        dataset = _EpochBatches(self.catalog, plan, self.maker, self.batches_done)
+        if self.num_workers == 0:
+            batches: Any = iter(dataset)
+        else:
+            batches = iter(
+                DataLoader(
+                    dataset,
+                    batch_size=None,
+                    num_workers=self.num_workers,
+                    pin_memory=self.pin_memory,
+                    persistent_workers=False,  # workers are forked with this epoch's plan
+                    in_order=True,  # batch i comes from worker i % W: the order does not depend on W
+                )
+            )
+        for batch in batches:
+            self._note(batch.pop(REPLACED), batch.pop(PROBLEMS))
+            self.batches_done += 1
+            yield batch
+        self.epoch, self.batches_done = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the stream; the same on every rank, so rank 0's copy restores them all."""
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "config": asdict(self.config)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = dict(state.get("config", {}))
+        ours = asdict(self.config)
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in ours.items() if saved.get(k) != v]
+        if diff:
+            raise ValueError("the loader state belongs to another configuration; " + "; ".join(diff))
+        epoch, done = int(state["epoch"]), int(state["batches_done"])
+        if not 0 <= done <= len(self):
+            raise ValueError(f"the loader state says {done} batches done of an epoch of {len(self)}")
+        self.epoch, self.batches_done = _non_negative("epoch", epoch), done
+
+    def _note(self, replaced: int, problems: list[tuple[str, str]]) -> None:
+        self.skipped += replaced
+        for url, reason in problems:
+            if url not in self.problems:
+                self.problems[url] = reason
+                warnings.warn(f"shard {url}: {reason}; its missing samples are replaced by repeats", ShardProblemWarning, stacklevel=3)
+
+
+def make_loader(
+    source: str | Path | Sequence[str],
+    split: str = "train",
+    mode: str = "pairs",
+    batch_size: int = 8,
+    crop: int | None = 128,
+    types: Sequence[str] | Mapping[str, float] | None = None,
+    seed: int = 0,
+    num_workers: int = 2,
+    rank: int | None = None,
+    world_size: int | None = None,
+    resampled: bool = False,
+    shuffle_window: int | None = None,
+    epoch: int = 0,
+    augment: bool = True,
+    pin_memory: bool = False,
+) -> StreamLoader:
+    """A loader over the shards of `split` for this rank.
+
+    source: a build root (dataset.json, manifest.parquet) or shard URLs
+        (each with its parquet manifest beside it: same URL, `.parquet`).
+    mode: pairs (lq, hq) | triplets (lq, mq, hq) | tiers (image, tier) |
+        synth (hq degraded on the fly into lq, with its measured tier).
+    crop: square crop side (None: whole patches, which must share one size).
+    types: the degradation types to use (default all), or {type: weight}
+        repeat factors that oversample types by mixing per-type streams.
+    rank, world_size: default from torch.distributed, else torchrun's
+        RANK / WORLD_SIZE, else 0 / 1.
+    resampled: shards drawn with replacement per rank, for any shard count.
+    shuffle_window: samples shuffled together (a multiple of batch_size;
+        0 turns shuffling off); default 256 rounded up to the batch size.
+    augment: random crop boxes and flips; False gives the centre box.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
+    _positive("batch_size", batch_size)
+    if crop is not None:
+        _positive("crop", crop)
+    _non_negative("seed", seed)
+    _non_negative("num_workers", num_workers)
+    rank, world_size = resolve_rank(rank, world_size)
+    window = -(-DEFAULT_WINDOW // batch_size) * batch_size if shuffle_window is None else _non_negative("shuffle_window", shuffle_window)
+    if window % batch_size:
+        raise ValueError(f"shuffle_window {window} must be a multiple of batch_size {batch_size}")
+
+    catalog = load_catalog(source, split)
+    names, weights = _select_types(catalog, types)
+    shards = int(np.isin(catalog.shard_type, [catalog.types.index(t) for t in names]).sum())
+    readers = world_size * max(num_workers, 1)
+    if shards < readers and not resampled:
+        raise ValueError(
+            f"split {split!r} has {shards} shards for {world_size} ranks x {max(num_workers, 1)} workers = {readers} "
+            "readers; build with smaller --samples-per-shard, use fewer workers, or pass resampled=True"
+        )
+    _check_sizes(catalog, crop, mode, names)
+    config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment)
+    return StreamLoader(catalog, config, rank, num_workers, pin_memory, epoch)
+
+
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """(rank, world size): as given, else from torch.distributed, else torchrun's environment, else (0, 1)."""
+    if (rank is None) != (world_size is None):
+        raise ValueError("give both rank and world_size, or neither")
+    if rank is None or world_size is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    _positive("world_size", world_size)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    return rank, world_size
+
+
+def _select_types(catalog: Catalog, types: Sequence[str] | Mapping[str, float] | None) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+    if types is None:
+        return catalog.types, None
+    if isinstance(types, str):
+        types = [types]
+    pairs = types.items() if isinstance(types, Mapping) else ((t, 1.0) for t in types)
+    asked = {D.canonical_name(t): w for t, w in pairs}
+    unknown = sorted(set(asked) - set(catalog.types))
+    if unknown:
+        raise ValueError(f"split {catalog.split!r} has no samples of {', '.join(unknown)}; it has {', '.join(catalog.types)}")
+    if isinstance(types, Mapping):
+        bad = [f"{t}={w}" for t, w in asked.items() if not (isinstance(w, (int, float)) and w >= 0)]
+        if bad or not any(w > 0 for w in asked.values()):
+            raise ValueError(f"type weights must be non-negative numbers, at least one positive; got {dict(types)}")
+        names = tuple(sorted(t for t, w in asked.items() if w > 0))
+        return names, tuple(float(asked[t]) for t in names)
+    return tuple(sorted(asked)), None
+
+
+def _check_sizes(catalog: Catalog, crop: int | None, mode: str, names: tuple[str, ...]) -> None:
+    """Crops must fit every stored image; whole patches must share a size to be batched."""
+    sample_type = np.repeat(catalog.shard_type, np.diff(catalog.shard_start))
+    sizes = catalog.sizes[np.isin(sample_type, [catalog.types.index(t) for t in names])]
+    smallest = int(sizes.min())
+    if crop is None and len(np.unique(sizes, axis=0)) > 1:
+        raise ValueError("crop=None batches whole patches, but the patches differ in size; give a crop")
+    if crop is not None and crop > smallest:
+        raise ValueError(f"crop {crop} is larger than the smallest stored image ({smallest} px a side)")
+    if mode == "synth":
+        small = [t for t in names if D.get(t).min_size > (crop or smallest)]
+        if small:
+            raise ValueError(f"synth mode: {', '.join(small)} needs crops of at least {max(D.get(t).min_size for t in small)} px")
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _non_negative(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value

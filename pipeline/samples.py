@@ -1,0 +1,149 @@
+"""From a sample's member bytes to batch tensors, per loader mode.
+
+Augmentation draws come from D.rng(seed, epoch, "crop", key, repeat): a
+sample gets the same crop box and flips for every tier it shows (aligned
+lq / mq / hq), the same on every rank and worker, and a new one each epoch.
+`synth` draws its tier, severity and degradation seed the same way, so a
+synthetic batch is reproducible from (seed, epoch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+import degradations as D
+from pipeline.catalog import Catalog
+
+MODES = ("pairs", "triplets", "tiers", "synth")
+# The member suffixes each mode reads; `tiers` reads all three and decodes the one drawn.
+MODE_TIERS = {"pairs": ("lq", "hq"), "triplets": ("lq", "mq", "hq"), "tiers": D.TIERS, "synth": ("hq",)}
+SYNTH_TIERS = ("mq", "lq")  # the bands synth draws severities from
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """PNG / WebP / JPEG bytes -> uint8 RGB (OpenCV: the fastest PNG decoder at hand)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError("not an image OpenCV can decode")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return D.as_rgb_uint8(image, what="stored image")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One batch entry: images (H x W x 3 uint8, possibly strided views) and labels."""
+
+    key: str
+    type: str
+    images: dict[str, np.ndarray]
+    severity: float
+    score: float
+    tier: int = -1  # tiers and synth modes
+    severity_mq: float = float("nan")  # triplets mode
+    score_mq: float = float("nan")
+
+
+@dataclass(frozen=True)
+class SampleMaker:
+    """Decodes, crops, flips (and in synth mode degrades) one sample; pure given its inputs."""
+
+    catalog: Catalog
+    mode: str
+    seed: int
+    crop: int | None  # square side; None keeps the whole patch
+    augment: bool  # random box and flips; False: centre box, no flips
+    synth_ranges: dict[str, tuple[tuple[str, float, float], ...]]  # type -> (tier, lo, hi) to draw from
+
+    def make(self, sid: int, members: dict[str, bytes], epoch: int, repeat: int, tier: int = -1) -> Sample:
+        """`tier` is the drawn tier in `tiers` mode. Raises ValueError for missing or undecodable members."""
+        catalog = self.catalog
+        key = str(catalog.keys[sid])
+        type_name = catalog.type_of(sid)
+        names = (D.TIERS[tier],) if self.mode == "tiers" else MODE_TIERS[self.mode]
+        missing = [n for n in names if n not in members]
+        if missing:
+            raise ValueError(f"sample {key} has no {'/'.join(missing)} member")
+        decoded = {n: decode_image(members[n]) for n in names}
+        shapes = {im.shape for im in decoded.values()}
+        if len(shapes) > 1:
+            raise ValueError(f"sample {key}: tiers differ in size {sorted(shapes)}")
+        window = self._window(D.rng(self.seed, epoch, "crop", key, repeat), *next(iter(shapes))[:2])
+        images = {n: _cut(im, window) for n, im in decoded.items()}
+        sev, sco = catalog.severity[sid], catalog.score[sid]
+        if self.mode == "tiers":
+            return Sample(key, type_name, {"image": images[D.TIERS[tier]]}, float(sev[tier]), float(sco[tier]), tier)
+        if self.mode == "synth":
+            return self._synth(key, type_name, images["hq"], epoch, repeat)
+        lq, mq = D.TIERS.index("lq"), D.TIERS.index("mq")
+        extra = {"severity_mq": float(sev[mq]), "score_mq": float(sco[mq])} if self.mode == "triplets" else {}
+        return Sample(key, type_name, images, float(sev[lq]), float(sco[lq]), **extra)
+
+    def _window(self, rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int, bool, bool]:
+        """(y, x, height, width, flip left-right, flip up-down)."""
+        ch, cw = (h, w) if self.crop is None else (self.crop, self.crop)
+        if ch > h or cw > w:
+            raise ValueError(f"crop {self.crop} is larger than the stored {w}x{h} image")
+        if not self.augment:
+            return (h - ch) // 2, (w - cw) // 2, ch, cw, False, False
+        y, x, flips = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1)), rng.integers(2, size=2)
+        return y, x, ch, cw, bool(flips[0]), bool(flips[1])
+
+    def _synth(self, key: str, type_name: str, clean: np.ndarray, epoch: int, repeat: int) -> Sample:
+        """The clean crop degraded afresh: a band drawn, a severity drawn in its calibrated range."""
+        rng = D.rng(self.seed, epoch, "synth", key, repeat)
+        ranges = self.synth_ranges[type_name]
+        _, lo, hi = ranges[int(rng.integers(len(ranges)))]
+        severity = float(rng.uniform(lo, hi))
+        clean = np.ascontiguousarray(clean)
+        degraded, _ = D.degrade(clean, type_name, severity, seed=D.derive_seed(self.seed, epoch, "synth", key, repeat))
+        score = D.ssim(clean, degraded)
+        return Sample(key, type_name, {"lq": degraded, "hq": clean}, severity, score, D.TIERS.index(D.tier_of(score)))
+
+
+def synth_ranges(types: tuple[str, ...], calibration: D.Calibration | None = None) -> dict[str, tuple[tuple[str, float, float], ...]]:
+    """Per type, the degraded tiers it reaches on average and their severity ranges; ValueError if none."""
+    calibration = calibration or D.default_calibration()
+    out = {}
+    for name in types:
+        if name not in calibration.types:
+            calibration.severity_range(name, SYNTH_TIERS[0])  # raises, saying how to calibrate it
+        reach = [t for t in SYNTH_TIERS if calibration.types[name].ranges.get(t) is not None]
+        if not reach:
+            raise ValueError(f"type {name!r} reaches none of the tiers {', '.join(SYNTH_TIERS)} in the calibration")
+        out[name] = tuple((t, *calibration.severity_range(name, t)) for t in reach)
+    return out
+
+
+def _cut(image: np.ndarray, window: tuple[int, int, int, int, bool, bool]) -> np.ndarray:
+    y, x, h, w, flip_lr, flip_ud = window
+    view = image[y : y + h, x : x + w]
+    return view[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
+
+
+def collate(samples: list[Sample], mode: str) -> dict[str, object]:
+    """A dict batch: images B x 3 x H x W float32 in [0, 1], labels as tensors, key and type as lists."""
+    batch: dict[str, object] = {name: _to_tensor([s.images[name] for s in samples]) for name in samples[0].images}
+    batch["key"] = [s.key for s in samples]
+    batch["type"] = [s.type for s in samples]
+    batch["severity"] = torch.tensor([s.severity for s in samples], dtype=torch.float32)
+    batch["score"] = torch.tensor([s.score for s in samples], dtype=torch.float32)
+    if mode in ("tiers", "synth"):
+        batch["tier"] = torch.tensor([s.tier for s in samples], dtype=torch.int64)
+    if mode == "triplets":
+        batch["severity_mq"] = torch.tensor([s.severity_mq for s in samples], dtype=torch.float32)
+        batch["score_mq"] = torch.tensor([s.score_mq for s in samples], dtype=torch.float32)
+    return batch
+
+
+def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    out = torch.empty(stacked.shape, dtype=torch.float32)
+    out.copy_(stacked)
+    return out.div_(255.0)
