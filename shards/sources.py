@@ -83,7 +83,8 @@ def list_sources(source: str | Path) -> list[Source]:
     """
     if str(source) == BUILTIN:
         return [Source(f"{BUILTIN}:{name}", None) for name in D.BUILTIN_PHOTOS]
-    root = Path(source)
+    # Absolute, so tasks find the files whatever the working directory of the worker running them.
+    root = Path(source).expanduser().absolute()
     if not root.exists():
         raise FileNotFoundError(f"source {str(source)!r} does not exist (give a folder, a .txt or .parquet list, or 'builtin')")
     if root.is_dir():

@@ -1,0 +1,218 @@
+"""The parts of the shard builder, one at a time: plan, keys, splits, patch boxes, tier search, tar, codecs, config."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import degradations as D
+import shards
+from shards.sample import SampleError, Scorer, degraded_slot, make_slots, patch_box, search_intervals
+from shards.tarwriter import shard_writer
+
+
+def fake_sources(n: int) -> list[shards.Source]:
+    return [shards.Source(f"album {i // 50}/IMG_{i:04d}.jpg", f"/photos/album {i // 50}/IMG_{i:04d}.jpg") for i in range(n)]
+
+
+def scorer(types=("noise", "blur", "haze"), seed=0, tries=8) -> Scorer:
+    cal = D.default_calibration()
+    return Scorer(cal.metric, dict(cal.bands), {t: search_intervals(cal, t) for t in types}, seed, tries)
+
+
+# --- plan ---------------------------------------------------------------------------------------------
+
+
+def test_plan_is_a_pure_function_of_sources_and_config():
+    sources = fake_sources(120)
+    config = shards.BuildConfig(types=("noise", "haze"), patches_per_image=2, samples_per_shard=7)
+    plan = shards.make_plan(sources, config)
+    assert plan == shards.make_plan(list(reversed(sources)), config)
+    keys = [s.key for shard in plan for s in shard.samples]
+    assert len(keys) == 120 * 2 * 2 and len(set(keys)) == len(keys)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", k) for k in keys)
+    assert all(len(shard.samples) <= 7 for shard in plan)
+    order = [(["train", "val"].index(p.split), config.types.index(p.type), p.index) for p in plan]
+    assert order == sorted(order) and len(set(order)) == len(order)
+    for shard in plan:
+        assert [s.key for s in shard.samples] == sorted(s.key for s in shard.samples)
+        assert shard.tar == f"{shard.split}/{shard.type}/shard-{shard.index:06d}.tar"
+
+
+def test_splits_are_per_photo_stable_and_near_their_fractions():
+    splits = (("train", 0.8), ("val", 0.15), ("test", 0.05))
+    ids = [s.id for s in fake_sources(4000)]
+    assigned = {i: shards.split_of(i, splits) for i in ids}
+    share = {name: sum(v == name for v in assigned.values()) / len(ids) for name, _ in splits}
+    assert share["train"] == pytest.approx(0.8, abs=0.03) and share["test"] == pytest.approx(0.05, abs=0.02)
+    # a photo keeps its split when others come and go, and whatever the seed
+    config_a = shards.BuildConfig(splits=splits, seed=1, patches_per_image=1)
+    config_b = shards.BuildConfig(splits=splits, seed=2, patches_per_image=1)
+    small = {s.source.id: p.split for p in shards.make_plan(fake_sources(100), config_a) for s in p.samples}
+    large = {s.source.id: p.split for p in shards.make_plan(fake_sources(300), config_b) for s in p.samples}
+    assert all(large[i] == split for i, split in small.items())
+
+
+def test_composite_types_have_dot_and_plus_free_names():
+    config = shards.BuildConfig(types=("haze+low_light",), patches_per_image=1)
+    assert config.types == ("low_light+haze",)
+    plan = shards.make_plan(fake_sources(3), config)
+    assert all(p.tar.split("/")[1] == "low_light-haze" for p in plan)
+    assert all(s.key.startswith("low_light-haze-") and "." not in s.key and "+" not in s.key for p in plan for s in p.samples)
+
+
+def test_keys_stay_unique_for_ids_that_look_alike():
+    ids = ["a b.jpg", "a_b.jpg", "a-b.jpg", "a.b.jpg", "a/b.jpg", "x" * 300 + ".png", "y" + "x" * 299 + ".png"]
+    keys = [shards.sample_key("noise", i, 0) for i in ids]
+    assert len(set(keys)) == len(keys) and all(len(k) < 80 for k in keys)
+
+
+# --- patches and the tier search ----------------------------------------------------------------------
+
+
+def test_patch_boxes_are_inside_the_photo_and_deterministic():
+    for layout in ("random", "grid"):
+        boxes = [patch_box(300, 500, 64, i, 5, layout, 3, f"k{i}") for i in range(5)]
+        assert boxes == [patch_box(300, 500, 64, i, 5, layout, 3, f"k{i}") for i in range(5)]
+        assert len(set(boxes)) == 5
+        for x, y, w, h in boxes:
+            assert w == h == 64 and 0 <= x <= 500 - 64 and 0 <= y <= 300 - 64
+    grid = [patch_box(300, 500, 64, i, 4, "grid", 0, "k") for i in range(4)]
+    assert grid == [(0, 0, 64, 64), (436, 0, 64, 64), (0, 236, 64, 64), (436, 236, 64, 64)]
+    assert patch_box(300, 500, 0, 0, 1, "random", 0, "k") == (0, 0, 500, 300)
+    with pytest.raises(ValueError, match="smaller than the 64x64 patch"):
+        patch_box(50, 500, 64, 0, 1, "random", 0, "k")
+
+
+def test_degraded_slots_land_in_their_tier_band():
+    photo = D.builtin_photo("astronaut")
+    s = scorer()
+    for i, name in enumerate(("noise", "blur", "haze")):
+        patch = np.ascontiguousarray(photo[40 * i : 40 * i + 96, 200:296])
+        slots = make_slots(patch, name, f"key{i}", s)
+        assert slots["hq"].image is patch and slots["hq"].record["score"] == D.ssim(patch, patch) == 1.0
+        for tier in ("mq", "lq"):
+            record = slots[tier].record
+            lo, hi = s.bands[tier]
+            assert lo <= record["score"] < hi and record["tier"] == D.tier_of(record["score"]) == tier
+            assert record["score"] == round(D.ssim(patch, slots[tier].image), 6)
+            assert np.array_equal(D.replay(patch, record["recipe"]), slots[tier].image)
+            assert record["recipe"]["severity"] == record["severity"]
+
+
+def test_a_patch_that_cannot_reach_a_tier_is_a_sample_error():
+    flat = np.full((96, 96, 3), 128, np.uint8)  # blur leaves a flat patch untouched: it stays hq
+    with pytest.raises(SampleError, match="into tier mq in 3 tries") as caught:
+        degraded_slot(flat, "blur", "mq", "flat", scorer(tries=3))
+    assert caught.value.tier == "mq"
+
+
+def test_search_starts_above_mq_where_calibration_says_lq_is_out_of_reach():
+    cal = D.default_calibration()
+    assert cal.types["blur"].ranges["lq"] is None
+    assert search_intervals(cal, "blur")["lq"] == (cal.types["blur"].ranges["mq"][1], 1.0)
+    with pytest.raises(ValueError, match="perceive-ir calibrate"):
+        search_intervals(cal, "noise+haze")
+
+
+# --- files --------------------------------------------------------------------------------------------
+
+
+def test_tar_bytes_depend_only_on_members(tmp_path):
+    members = [("k1.hq.png", b"\x89PNG" + bytes(range(256))), ("k1.json", b'{"a": 1}')]
+    for name in ("a.tar", "b.tar"):
+        with shard_writer(tmp_path / name) as add:
+            for member, data in members:
+                add(member, data)
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert oct((tmp_path / "a.tar").stat().st_mode & 0o777) == "0o644"
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        assert [(m.name, tar.extractfile(m).read()) for m in tar] == members
+
+
+def test_failed_tar_leaves_nothing_behind(tmp_path):
+    with pytest.raises(RuntimeError), shard_writer(tmp_path / "c.tar") as add:
+        add("k.json", b"{}")
+        raise RuntimeError("worker died")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec, ext, lossless", [("png", "png", True), ("webp", "webp", True), ("jpeg:90", "jpg", False)])
+def test_codecs(spec, ext, lossless):
+    codec = shards.parse_codec(spec)
+    image = np.ascontiguousarray(D.builtin_photo("coffee")[:64, :80])
+    data = codec.encode(image)
+    assert codec.extension == ext and codec.lossy is not lossless and data == codec.encode(image)
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert decoded.shape == image.shape
+    assert np.array_equal(decoded, image) is lossless
+    assert np.array_equal(shards.decode(data), decoded)
+
+
+@pytest.mark.parametrize("spec", ["gif", "jpeg", "jpeg:0", "png:3", "webp:lossy"])
+def test_bad_codecs_are_refused(spec):
+    with pytest.raises(ValueError, match="codec"):
+        shards.parse_codec(spec)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"patch": 0}, "patches-per-image must be 1"),
+        ({"patch": 32}, "smaller than blur needs"),
+        ({"types": ("noise", "noise")}, "named twice"),
+        ({"types": ()}, "at least one"),
+        ({"splits": (("train", 0.5), ("val", 0.4))}, "sum to 1"),
+        ({"splits": (("tr.ain", 1.0),)}, "may hold only"),
+        ({"layout": "spiral"}, "unknown layout"),
+        ({"samples_per_shard": 0}, "samples_per_shard"),
+    ],
+)
+def test_config_is_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        shards.BuildConfig(**kwargs)
+
+
+# --- a composite type, its own calibration and a lossy codec, end to end ------------------------------
+
+
+def test_build_with_composite_type_custom_calibration_and_lossy_codec(tmp_path):
+    photos = {n: D.builtin_photo(n) for n in ("astronaut", "coffee")}
+    cal = D.calibrate(photos, ["rain+low_light"], severities=np.linspace(0, 1, 6), patch=96, patches_per_image=2)
+    cal.save(tmp_path / "cal.json")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, image in photos.items():
+        Image.fromarray(image).save(folder / f"{name}.png")
+    config = shards.BuildConfig(
+        types=("rain+low_light",), patch=96, patches_per_image=3, samples_per_shard=2, codec="jpeg:90",
+        splits=(("train", 1.0),), calibration=str(tmp_path / "cal.json"),
+    )
+    with pytest.warns(UserWarning, match="lossy"):
+        result = shards.build(folder, tmp_path / "out", config, workers=1, progress=False)
+    out = tmp_path / "out"
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["config"]["codec"] == {"spec": "jpeg:90", "name": "jpeg", "extension": "jpg", "lossy": True, "quality": 90}
+    assert dataset["calibration"]["types"]["low_light+rain"]["ranges"] == cal.types["low_light+rain"].ranges
+    assert dataset["calibration_file"] == str(tmp_path / "cal.json")
+    tars = sorted(out.glob("train/low_light-rain/shard-*.tar"))
+    assert len(tars) == 3 and result.report.samples + result.report.skipped_samples == 6
+    with tarfile.open(tars[0]) as tar:
+        names = tar.getnames()
+        assert names[0].endswith(".hq.jpg") and names[3].endswith(".json")
+        record = json.loads(tar.extractfile(names[3]).read())
+    assert [c["type"] for c in record["lq"]["recipe"]["components"]] == ["low_light", "rain"]
+    manifest = pq.read_table(out / "manifest.parquet").to_pandas()
+    assert set(manifest["type"]) == {"low_light+rain"} and manifest["member"].str.endswith(".jpg").all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert shards.inspect(out).samples == result.report.samples
