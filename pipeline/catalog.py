@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ class Catalog:
     severity: np.ndarray  # (N, 3) float32, columns in D.TIERS order (lq, mq, hq)
     score: np.ndarray  # (N, 3) float32, same columns
     sizes: np.ndarray  # (N, 2) int: width, height of the sample's images
+    # type -> tier -> [lo, hi] severity range the build drew from (None: out of reach); None without dataset.json
+    tier_ranges: dict[str, dict[str, list[float] | None]] | None = None
 
     @property
     def samples(self) -> int:
@@ -80,7 +83,9 @@ def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
         table = pq.read_table(manifest, columns=_COLUMNS, filters=[("split", "=", split)])
         frame = table.to_pandas()
         urls = {path: str(root / path) for path in frame["shard"].unique()}
-        return _catalog(frame, split, urls, str(root))
+        calibration = json.loads((root / "dataset.json").read_text()).get("calibration") or {}
+        ranges = {name: dict(curve["ranges"]) for name, curve in calibration.get("types", {}).items()} or None
+        return _catalog(frame, split, urls, str(root), ranges)
     urls = [str(u) for u in source]
     if not urls:
         raise ValueError("the list of shard URLs is empty")
@@ -117,7 +122,7 @@ def _read_shard_manifest(tar_url: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _catalog(frame: pd.DataFrame, split: str, urls: dict[str, str], where: str) -> Catalog:
+def _catalog(frame: pd.DataFrame, split: str, urls: dict[str, str], where: str, tier_ranges: dict | None = None) -> Catalog:
     if frame.empty:
         raise ValueError(f"{where} holds no samples in split {split!r}")
     unknown = set(frame["tier"].unique()) - set(D.TIERS)
@@ -151,4 +156,5 @@ def _catalog(frame: pd.DataFrame, split: str, urls: dict[str, str], where: str) 
         severity=severity.astype(np.float32),
         score=score.astype(np.float32),
         sizes=samples[["width", "height"]].to_numpy(dtype=np.int64),
+        tier_ranges=tier_ranges,
     )

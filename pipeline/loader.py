@@ -86,7 +86,7 @@ class StreamLoader:
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.spec = PlanSpec(config.seed, config.world_size, config.batch_size, config.shuffle_window, config.types, config.weights, config.resampled)
         check_spec(catalog, self.spec)
-        ranges = synth_ranges(config.types) if config.mode == "synth" else {}
+        ranges = synth_ranges(config.types, catalog.tier_ranges) if config.mode == "synth" else {}
         self.maker = SampleMaker(catalog, config.mode, config.seed, config.crop, config.augment, ranges)
         self.epoch, self.batches_done = _non_negative("epoch", epoch), 0
         self.skipped = 0

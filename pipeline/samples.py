@@ -9,6 +9,7 @@ synthetic batch is reproducible from (seed, epoch).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -107,17 +108,22 @@ class SampleMaker:
         return Sample(key, type_name, {"lq": degraded, "hq": clean}, severity, score, D.TIERS.index(D.tier_of(score)))
 
 
-def synth_ranges(types: tuple[str, ...], calibration: D.Calibration | None = None) -> dict[str, tuple[tuple[str, float, float], ...]]:
-    """Per type, the degraded tiers it reaches on average and their severity ranges; ValueError if none."""
-    calibration = calibration or D.default_calibration()
+def synth_ranges(types: tuple[str, ...], calibrated: Mapping[str, Mapping[str, Sequence[float] | None]] | None) -> dict[str, tuple[tuple[str, float, float], ...]]:
+    """Per type, the degraded tiers it reaches and their severity ranges.
+
+    `calibrated` is the build's record (type -> tier -> [lo, hi] or None);
+    None falls back to the calibration shipped with the engine.
+    """
+    if calibrated is None:
+        calibrated = {name: curve.ranges for name, curve in D.default_calibration().types.items()}
     out = {}
     for name in types:
-        if name not in calibration.types:
-            calibration.severity_range(name, SYNTH_TIERS[0])  # raises, saying how to calibrate it
-        reach = [t for t in SYNTH_TIERS if calibration.types[name].ranges.get(t) is not None]
+        if name not in calibrated:
+            raise ValueError(f"synth mode: type {name!r} has no calibrated severity ranges (calibrated: {', '.join(sorted(calibrated))})")
+        reach = tuple((t, float(r[0]), float(r[1])) for t in SYNTH_TIERS if (r := calibrated[name].get(t)) is not None)
         if not reach:
-            raise ValueError(f"type {name!r} reaches none of the tiers {', '.join(SYNTH_TIERS)} in the calibration")
-        out[name] = tuple((t, *calibration.severity_range(name, t)) for t in reach)
+            raise ValueError(f"synth mode: type {name!r} reaches none of the tiers {', '.join(SYNTH_TIERS)}")
+        out[name] = reach
     return out
 
 

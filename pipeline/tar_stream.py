@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import tarfile
-from collections.abc import Container, Iterator
+from collections.abc import Container, Generator
 from typing import IO, Any
 from urllib.parse import urlparse
 
@@ -34,7 +34,7 @@ def open_url(url: str) -> IO[bytes]:
     return fsspec.open(url, "rb").open()
 
 
-def read_samples(url: str, wanted: Container[str], suffixes: Container[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+def read_samples(url: str, wanted: Container[str], suffixes: Container[str]) -> Generator[tuple[str, dict[str, bytes]], None, None]:
     """Yield (key, {suffix: bytes}) for the samples of the tar at `url` whose key is in `wanted`.
 
     Only members whose suffix (`hq.png` -> `hq`) is in `suffixes` are read.

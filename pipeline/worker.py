@@ -16,7 +16,7 @@ rank; the batch says how many it replaced and why.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import cv2
 import numpy as np
@@ -43,7 +43,7 @@ class _TypeReader:
             self.by_visit.setdefault(int(plan.visit[i]), []).append(i)
         self.stash: dict[int, dict[str, bytes] | None] = {}
         self.visit = -1
-        self.samples: Iterator[tuple[str, dict[str, bytes]]] | None = None
+        self.samples: Generator[tuple[str, dict[str, bytes]], None, None] | None = None
         self.wanted: dict[str, int] = {}
 
     def fetch(self, i: int) -> dict[str, bytes] | None:
@@ -57,7 +57,7 @@ class _TypeReader:
 
     def close(self) -> None:
         if self.samples is not None:
-            self.samples.close()  # type: ignore[attr-defined]
+            self.samples.close()
             self.samples = None
 
     def _read(self, k: int) -> None:
@@ -66,7 +66,7 @@ class _TypeReader:
             self._open(visit)
         while k not in self.stash:
             try:
-                key, members = next(self.samples)  # type: ignore[arg-type]
+                key, members = next(self.samples)  # type: ignore[arg-type]  (open while wanted)
             except StopIteration:
                 self._lose("ends early: truncated or incomplete")
             except READ_ERRORS as err:
@@ -91,7 +91,6 @@ class _TypeReader:
             self.stash[i] = None
         self.wanted = {}
         self.close()
-        self.samples = iter(())
 
 
 class BatchProducer:

@@ -1,0 +1,314 @@
+"""Streaming loaders over small hand-written shards: balance across ranks, determinism, resume,
+aligned crops, damaged shards, synth mode, the shard-count error."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import degradations as D
+from pipeline import ShardProblemWarning, make_loader
+
+# Uneven shards on purpose: 24 noise + 17 rain samples in 8 shards.
+LAYOUT = {"noise": [7, 3, 5, 1, 8], "rain": [6, 2, 9]}
+SIDE, CROP = 24, 16
+SHIFT = {"hq": 0, "mq": 10, "lq": 20}  # every tier is the clean patch plus a constant
+
+
+def clean_patch(key: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    return np.random.default_rng(seed).integers(0, 200, (SIDE, SIDE, 3), dtype=np.uint8)
+
+
+def severity_of(key: str, tier: str) -> float:
+    """Distinct labels per sample and tier, to check labels travel with their images."""
+    return round(int(hashlib.blake2b(f"{key}/{tier}".encode(), digest_size=2).hexdigest(), 16) / 65536, 4)
+
+
+def write_build(root: Path, layout: dict[str, list[int]] = LAYOUT, split: str = "train") -> list[str]:
+    """A build in the on-disk format of DESIGN.md (tars, per-shard parquet, manifest); returns the keys."""
+    rows_all, keys = [], []
+    for type_name, sizes in layout.items():
+        (root / split / type_name).mkdir(parents=True, exist_ok=True)
+        for s, n in enumerate(sizes):
+            rel = f"{split}/{type_name}/shard-{s:06d}"
+            rows = []
+            with tarfile.open(root / f"{rel}.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+                for i in range(n):
+                    key = f"{type_name}-s{s}-{i:03d}"
+                    keys.append(key)
+                    clean = clean_patch(key)
+                    members = []
+                    for tier in ("hq", "mq", "lq"):
+                        data = cv2.imencode(".png", np.ascontiguousarray((clean + SHIFT[tier])[:, :, ::-1]))[1].tobytes()
+                        members.append((f"{key}.{tier}.png", data))
+                        rows.append({
+                            "key": key, "split": split, "type": type_name, "tier": tier,
+                            "severity": severity_of(key, tier), "score": 1.0 - severity_of(key, tier), "psnr": None,
+                            "shard": f"{rel}.tar", "member": f"{key}.{tier}.png", "width": SIDE, "height": SIDE,
+                            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "source": "test",
+                        })
+                    members.append((f"{key}.json", json.dumps({"key": key}).encode()))
+                    for name, data in members:
+                        info = tarfile.TarInfo(name)
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+            pq.write_table(pa.Table.from_pylist(rows), root / f"{rel}.parquet")
+            rows_all += rows
+    pq.write_table(pa.Table.from_pylist(rows_all), root / "manifest.parquet")
+    (root / "dataset.json").write_text(json.dumps({"format": "perceive-ir/shards"}))
+    return keys
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("build")
+    return root, write_build(root)
+
+
+def loader(root, **kw):
+    args = dict(mode="triplets", batch_size=4, crop=CROP, num_workers=0, rank=0, world_size=1, seed=5)
+    return make_loader(root, **{**args, **kw})
+
+
+def epoch_batches(ld) -> list[dict]:
+    return list(ld)
+
+
+def same(a: list[dict], b: list[dict]) -> bool:
+    """Equal keys and bytewise equal tensors, batch by batch."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x.keys() != y.keys():
+            return False
+        for k in x:
+            if isinstance(x[k], torch.Tensor):
+                if x[k].dtype != y[k].dtype or x[k].shape != y[k].shape or x[k].numpy().tobytes() != y[k].numpy().tobytes():
+                    return False
+            elif x[k] != y[k]:
+                return False
+    return True
+
+
+def keys_of(batches: list[dict]) -> list[str]:
+    return [k for b in batches for k in b["key"]]
+
+
+def test_uneven_shards_two_ranks_equal_disjoint_and_covering(build):
+    root, keys = build
+    n, world, bs = len(keys), 2, 4
+    seen = []
+    for epoch in range(3):
+        per_rank = []
+        for rank in range(world):
+            ld = loader(root, rank=rank, world_size=world, batch_size=bs, epoch=epoch)
+            batches = epoch_batches(ld)
+            assert len(ld) == len(batches) == n // (world * bs)  # 41 // 8 = 5, on every rank
+            assert all(len(b["key"]) == bs and b["lq"].shape == (bs, 3, CROP, CROP) for b in batches)
+            per_rank.append(keys_of(batches))
+        a, b = per_rank
+        assert len(set(a)) == len(a) and len(set(b)) == len(b)
+        assert not set(a) & set(b)
+        assert set(a) | set(b) <= set(keys)
+        dropped = set(keys) - set(a) - set(b)
+        assert len(dropped) == n - world * bs * (n // (world * bs)) <= world * bs  # at most one batch per rank
+        seen.append(dropped)
+    assert len({frozenset(d) for d in seen}) > 1  # a different remainder each epoch
+
+
+def test_same_batches_across_runs_and_workers_new_order_next_epoch(build):
+    root, _ = build
+    ref = [epoch_batches(loader(root, epoch=e)) for e in (0, 1)]
+    assert same(ref[0], epoch_batches(loader(root, epoch=0)))
+    assert keys_of(ref[0]) != keys_of(ref[1])  # next epoch: another order
+    assert not torch.equal(ref[0][0]["hq"], ref[1][0]["hq"])
+    workers = loader(root, num_workers=2)
+    got = [epoch_batches(workers), epoch_batches(workers)]  # the loader moves on to epoch 1 by itself
+    assert same(got[0], ref[0])
+    assert same(got[1], ref[1])  # epoch 1 reached the workers
+    other_seed = epoch_batches(loader(root, seed=6))
+    assert keys_of(other_seed) != keys_of(ref[0])
+
+
+def test_resume_gives_the_remaining_batches_exactly(build):
+    root, _ = build
+    full = epoch_batches(loader(root, epoch=2))
+    for workers in (0, 2):
+        first = loader(root, epoch=2, num_workers=workers)
+        taken = []
+        for batch in first:
+            taken.append(batch)
+            if len(taken) == 3:
+                break
+        state = first.state_dict()
+        assert state["epoch"] == 2 and state["batches_done"] == 3
+        assert same(taken, full[:3])
+        resumed = loader(root, num_workers=workers)
+        resumed.load_state_dict(state)
+        resumed.set_epoch(2)  # what a training loop does after restoring: keeps the position
+        assert same(epoch_batches(resumed), full[3:])
+        assert resumed.state_dict()["epoch"] == 3 and resumed.state_dict()["batches_done"] == 0
+    with pytest.raises(ValueError, match="batch_size"):
+        loader(root, batch_size=2).load_state_dict(state)
+
+
+def test_crops_and_flips_aligned_across_tiers(build):
+    root, _ = build
+    boxes, flips = set(), set()
+    for epoch in (0, 1):
+        for batch in loader(root, epoch=epoch):
+            for i, key in enumerate(batch["key"]):
+                px = {t: (batch[t][i].permute(1, 2, 0).numpy() * 255).round().astype(np.int16) for t in ("lq", "mq", "hq")}
+                assert (px["lq"] - px["hq"] == 20).all() and (px["mq"] - px["hq"] == 10).all()
+                found = find_window(clean_patch(key), px["hq"].astype(np.uint8))
+                assert found is not None, f"{key}: the crop is no window of the stored patch"
+                boxes.add(found[:2])
+                flips.add(found[2:])
+                assert batch["severity"][i].item() == pytest.approx(severity_of(key, "lq"), abs=1e-6)
+                assert batch["severity_mq"][i].item() == pytest.approx(severity_of(key, "mq"), abs=1e-6)
+                assert batch["type"][i] == key.split("-")[0]
+    assert len(boxes) > 10 and len(flips) == 4
+
+
+def find_window(image: np.ndarray, crop: np.ndarray) -> tuple[int, int, bool, bool] | None:
+    h, w = crop.shape[:2]
+    for flip_lr in (False, True):
+        for flip_ud in (False, True):
+            c = crop[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
+            for y in range(image.shape[0] - h + 1):
+                for x in range(image.shape[1] - w + 1):
+                    if np.array_equal(image[y : y + h, x : x + w], c):
+                        return y, x, flip_lr, flip_ud
+    return None
+
+
+def test_tiers_mode_balanced_labels_match_images(build):
+    root, _ = build
+    batches = epoch_batches(loader(root, mode="tiers", batch_size=6))
+    for batch in batches:
+        assert sorted(batch["tier"].tolist()) == [0, 0, 1, 1, 2, 2]
+        for i, key in enumerate(batch["key"]):
+            tier = D.TIERS[int(batch["tier"][i])]
+            px = (batch["image"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.int16) - SHIFT[tier]
+            assert find_window(clean_patch(key), px.astype(np.uint8)) is not None
+            assert batch["severity"][i].item() == pytest.approx(severity_of(key, tier), abs=1e-6)
+
+
+def damage(root: Path, tmp: Path) -> tuple[Path, set[str]]:
+    """A copy of the build with one shard truncated mid-sample and one member overwritten; the lost keys."""
+    out = tmp / "damaged"
+    shutil.copytree(root, out)
+    lost = set()
+    tar_path = out / "train/noise/shard-000004.tar"  # 8 samples
+    with tarfile.open(tar_path) as tar:
+        members = tar.getmembers()
+    cut = members[13].offset_data + 5  # inside the 4th sample's second image
+    for m in members:
+        if m.name.endswith(".png") and m.offset_data + m.size > cut:
+            lost.add(m.name.split(".")[0])
+    with open(tar_path, "r+b") as f:
+        f.truncate(cut)
+    bad = out / "train/rain/shard-000000.tar"
+    with tarfile.open(bad) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".lq.png"))
+    with open(bad, "r+b") as f:
+        f.seek(member.offset_data)
+        f.write(b"\0" * member.size)
+    lost.add(member.name.split(".")[0])
+    return out, lost
+
+
+def test_damaged_shards_skipped_counted_warned_once_stream_goes_on(build, tmp_path):
+    root, _ = build
+    damaged, lost = damage(root, tmp_path)
+    assert len(lost) == 6
+    for rank in (0, 1):
+        healthy = epoch_batches(loader(root, rank=rank, world_size=2))
+        ld = loader(damaged, rank=rank, world_size=2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = epoch_batches(ld)
+        assert len(got) == len(healthy) == len(ld)  # equal counts: DDP cannot hang
+        want, have = keys_of(healthy), keys_of(got)
+        expected = 0
+        for i, key in enumerate(want):
+            if key in lost:
+                expected += 1
+                assert have[i] == have[i - 1] if i else have[i] not in lost  # a repeat of the last good one
+            else:
+                assert have[i] == key
+        assert ld.skipped == expected
+        shard_warnings = [w for w in caught if issubclass(w.category, ShardProblemWarning)]
+        assert len(shard_warnings) == len(ld.problems) == len({u for u in ld.problems})
+        assert all("shard-000004" in u or "rain/shard-000000" in u for u in ld.problems)
+        if expected:
+            assert shard_warnings
+    # together the ranks meet both damaged shards and replace each lost sample they were to yield
+    both = [loader(damaged, rank=r, world_size=2, batch_size=1) for r in (0, 1)]
+    planned = set()
+    for r, ld in enumerate(both):
+        planned |= set(keys_of(epoch_batches(loader(root, rank=r, world_size=2, batch_size=1))))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ShardProblemWarning)
+            epoch_batches(ld)
+    assert sum(ld.skipped for ld in both) == len(lost & planned) >= 5
+    assert {Path(u).parent.name for ld in both for u in ld.problems} == {"noise", "rain"}
+
+
+def test_synth_mode_reproducible_from_its_seed(build):
+    root, _ = build
+    a = epoch_batches(loader(root, mode="synth", seed=3))
+    assert same(a, epoch_batches(loader(root, mode="synth", seed=3)))
+    b = epoch_batches(loader(root, mode="synth", seed=4))
+    assert not torch.equal(a[0]["lq"], b[0]["lq"])
+    ranges = D.default_calibration()
+    for batch in a:
+        assert not torch.equal(batch["lq"], batch["hq"])
+        for i, key in enumerate(batch["key"]):
+            clean = (batch["hq"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            assert find_window(clean_patch(key), clean) is not None  # degraded from the stored clean patch
+            type_name = batch["type"][i]
+            lo = min(ranges.severity_range(type_name, t)[0] for t in ("mq", "lq"))
+            hi = max(ranges.severity_range(type_name, t)[1] for t in ("mq", "lq"))
+            assert lo <= batch["severity"][i].item() <= hi
+            lq = (batch["lq"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            assert batch["score"][i].item() == pytest.approx(D.ssim(clean, lq), abs=1e-5)
+            assert int(batch["tier"][i]) == D.TIERS.index(D.tier_of(batch["score"][i].item()))
+
+
+def test_too_few_shards_is_an_error_unless_resampled(tmp_path):
+    write_build(tmp_path, {"noise": [9, 4], "rain": [7]})
+    with pytest.raises(ValueError, match=r"3 shards for 2 ranks x 2 workers = 4"):
+        loader(tmp_path, rank=0, world_size=2, num_workers=2)
+    counts = []
+    for rank in (0, 1):
+        ld = loader(tmp_path, rank=rank, world_size=2, num_workers=2, resampled=True, batch_size=2)
+        batches = epoch_batches(ld)
+        counts.append(len(batches))
+        assert len(batches) == len(ld) == 20 // 4
+    assert counts[0] == counts[1]
+
+
+def test_url_list_source_matches_the_root(build, monkeypatch):
+    root, _ = build
+    tars = sorted(str(p) for p in root.glob("train/*/*.tar"))
+    ref = epoch_batches(loader(root))
+    assert same(epoch_batches(loader(tars[::-1])), ref)  # the order of the URLs does not matter
+    assert same(epoch_batches(loader([f"pipe:cat {t}" for t in tars])), ref)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    from_env = make_loader(root, mode="triplets", batch_size=4, crop=CROP, num_workers=0, seed=5)
+    assert same(epoch_batches(from_env), epoch_batches(loader(root, rank=1, world_size=2)))
