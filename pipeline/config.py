@@ -11,13 +11,17 @@ import yaml
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """`base` updated by `update`, recursively; a key that `base` lacks is an error naming it."""
+    """`base` updated by `update`, recursively; a key that `base` lacks is an error naming it.
+
+    A section whose default is an empty dict (backbone_kwargs and the like) is
+    free-form: it is replaced whole, not checked key by key.
+    """
     out = copy.deepcopy(dict(base))
     for key, value in update.items():
         path = f"{where}{key}"
         if key not in out:
             raise ValueError(f"unknown config key {path!r}; known at this level: {', '.join(sorted(out))}")
-        if isinstance(out[key], dict) and isinstance(value, Mapping):
+        if isinstance(out[key], dict) and out[key] and isinstance(value, Mapping):
             out[key] = merge(out[key], value, f"{path}.")
         else:
             out[key] = _coerce(out[key], copy.deepcopy(value), path)

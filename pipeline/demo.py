@@ -112,7 +112,7 @@ def run_demo(out: str | Path = "demo_out", workers: int = 2, steps: tuple[int, i
     log("== 4/5 evaluate the restorer on the validation split")
     t = time.perf_counter()
     restorer = load_trained_restorer(out / "restorer", torch.device("cpu"))
-    val = make_loader(out / "shards", split="val", mode="triplets", batch_size=8, crop=96, num_workers=0, rank=0,
+    val = make_loader(out / "shards", split="val", mode="triplets", batch_size=8, crop=None, num_workers=0, rank=0,
                       world_size=1, augment=False)
     rows = evaluate_restorer(restorer, val)
     from pipeline.evaluate import format_table, write_table

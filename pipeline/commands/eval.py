@@ -73,6 +73,6 @@ def _loader(args: argparse.Namespace, mode: str):
     from pipeline import make_loader
 
     return make_loader(
-        args.shards, split=args.split, mode=mode, batch_size=args.batch_size, crop=args.crop,
+        args.shards, split=args.split, mode=mode, batch_size=args.batch_size, crop=args.crop or None,
         num_workers=0, rank=0, world_size=1, augment=False,
     )
