@@ -60,12 +60,12 @@ class BuildResult:
     report: Report
     shards: int
     shards_skipped: int  # already done by an earlier run
-    samples_built: int  # by this run (including planned samples that became errors)
+    samples_processed: int  # planned samples this run worked on (stored or reported as errors)
     seconds: float
     workers: str
 
     def summary(self) -> str:
-        rate = self.samples_built / self.seconds if self.seconds > 0 else 0.0
+        rate = self.samples_processed / self.seconds if self.seconds > 0 else 0.0
         done = f", {self.shards_skipped} already done" if self.shards_skipped else ""
         return "\n\n".join(
             [
@@ -73,7 +73,7 @@ class BuildResult:
                 f"in {self.shards} shards{done}",
                 self.report.counts_text(),
                 self.report.errors_text(),
-                f"time {self.seconds:.1f} s, {rate:.1f} samples/s ({self.workers})",
+                f"time {self.seconds:.1f} s for {self.samples_processed} planned samples: {rate:.1f} samples/s ({self.workers})",
             ]
         )
 
@@ -96,6 +96,7 @@ def build(
     A rerun into the same `out` with the same config resumes; a different
     config raises FileExistsError unless `overwrite`.
     """
+    start = time.perf_counter()
     config = config or BuildConfig()
     if workers is not None and scheduler is not None:
         raise ValueError("give --workers or --scheduler, not both")
@@ -118,14 +119,13 @@ def build(
         )
     out = Path(out).expanduser().absolute()
     record = _dataset_record(config, calibration, sources, source)
-    _prepare_out(out, record, overwrite)
     plan = make_plan(sources, config)
+    _prepare_out(out, record, overwrite)
     _write_json(out / "dataset.json", {**record, "counts": None})
 
     todo = [s for s in plan if not ((out / s.parquet).is_file() and (out / s.tar).is_file())]
     job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, codec, scorer)
     token = hashlib.blake2b(f"{out}\n{json.dumps(record, sort_keys=True)}".encode(), digest_size=6).hexdigest()
-    start = time.perf_counter()
     used = _run(todo, job, token, workers, scheduler, progress) if todo else "nothing to do"
     report = _finish(out, plan, record)
     return BuildResult(
@@ -197,7 +197,7 @@ def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
             )
         if overwrite:
             _clear(out)
-    elif any(out.iterdir()) and not overwrite:
+    elif any(not p.name.endswith(TEMP_SUFFIX) for p in out.iterdir()) and not overwrite:
         raise FileExistsError(f"--out {out} is not empty and holds no perceive-ir build; use a new folder (or --overwrite)")
     for stale in [*out.glob(f".*{TEMP_SUFFIX}"), *out.glob(f"*/*/.*{TEMP_SUFFIX}")]:
         stale.unlink()  # left by a killed run; tasks write under fresh names anyway
@@ -207,9 +207,11 @@ def _clear(out: Path) -> None:
     """Remove a previous build's files, and only those (OUT may be a folder the user also keeps other things in)."""
     for name in ("dataset.json", "manifest.parquet", "errors.parquet"):
         (out / name).unlink(missing_ok=True)
+    folders = set()
     for path in [*out.glob("*/*/shard-*.tar"), *out.glob("*/*/shard-*.parquet")]:
         path.unlink()
-    for folder in sorted(out.glob("*/*/"), reverse=True) + sorted(out.glob("*/")):
+        folders.update([path.parent, path.parent.parent])
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty
 
@@ -272,7 +274,8 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
     failures = []
     errors = 0
     with _client(workers, scheduler, len(todo), Path(job.out)) as client:
-        used = f"{len(client.scheduler_info(n_workers=-1)['workers'])} workers" + (f" at {scheduler}" if scheduler else "")
+        n = len(client.scheduler_info(n_workers=-1)["workers"])
+        used = f"{n} worker{'s' if n != 1 else ''}" + (f" at {scheduler}" if scheduler else "")
         futures = {
             client.submit(run_shard, spec, job, key=f"shard-{spec.split}-{type_dir(spec.type)}-{spec.index:06d}-{token}", retries=RETRIES): spec
             for spec in todo

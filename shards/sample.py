@@ -154,11 +154,11 @@ def degraded_slot(patch: np.ndarray, type_name: str, tier: str, key: str, scorer
 
 def make_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> dict[str, Slot]:
     """hq, mq and lq of one patch; raises SampleError (or the engine's ValueError) when it cannot be made."""
-    return {
-        "hq": clean_slot(patch, type_name, key, scorer),
-        "mq": degraded_slot(patch, type_name, "mq", key, scorer),
-        "lq": degraded_slot(patch, type_name, "lq", key, scorer),
-    }
+    # lq first: it is the tier out of reach when one is (blur, haze on flat patches), and
+    # finding that out first saves the mq search of a sample that would be dropped anyway.
+    lq = degraded_slot(patch, type_name, "lq", key, scorer)
+    mq = degraded_slot(patch, type_name, "mq", key, scorer)
+    return {"hq": clean_slot(patch, type_name, key, scorer), "mq": mq, "lq": lq}
 
 
 def patch_box(height: int, width: int, patch: int, patch_index: int, patches_per_image: int,

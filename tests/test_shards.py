@@ -230,14 +230,24 @@ def test_rerun_of_a_finished_build_does_nothing_and_other_config_is_refused(refe
     for name, data in tree(reference).items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
+    stale = out / "train" / "noise" / ".shard-000000.tar.x1y2.partial"  # as a killed run leaves it
+    stale.write_bytes(b"half a tar")
     result = shards.build("builtin", out, CONFIG, workers=1, progress=False)
     assert result.shards_skipped == result.shards and result.workers == "nothing to do"
+    assert not stale.exists()
     assert_same_tree(reference, out)
 
-    code = main(["build", "--source", "builtin", "--out", str(out), *CLI_ARGS[:-3], "--seed", "6", "--quiet"])
+    other = [*CLI_ARGS[:-3], "--seed", "6", "--types", "noise,haze", "--quiet"]
+    code = main(["build", "--source", "builtin", "--out", str(out), *other])
     err = capsys.readouterr().err
     assert code == 2 and "different config" in err and "config.seed: 5 -> 6" in err and "--overwrite" in err
     assert_same_tree(reference, out)  # refused before touching anything
+
+    (out / "mine.txt").write_text("kept")
+    assert main(["build", "--source", "builtin", "--out", str(out), *other, "--overwrite", "--workers", "2"]) == 0
+    assert (out / "mine.txt").read_text() == "kept"  # --overwrite removes the old build's files, nothing else
+    assert {p.parent.name for p in out.glob("*/*/shard-*.tar")} == {"noise", "haze"}
+    assert json.loads((out / "dataset.json").read_text())["config"]["seed"] == 6
 
 
 # --- bad input ----------------------------------------------------------------------------------------
