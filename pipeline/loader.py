@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -114,6 +115,7 @@ class StreamLoader:
                     pin_memory=self.pin_memory,
                     persistent_workers=False,  # workers are forked with this epoch's plan
                     in_order=True,  # batch i comes from worker i % W: the order does not depend on W
+                    worker_init_fn=_one_thread,
                 )
             )
         for batch in batches:
@@ -144,6 +146,11 @@ class StreamLoader:
             if url not in self.problems:
                 self.problems[url] = reason
                 warnings.warn(f"shard {url}: {reason}; its missing samples are replaced by repeats", ShardProblemWarning, stacklevel=3)
+
+
+def _one_thread(worker: int) -> None:
+    """Worker processes share the cores: OpenCV's own thread pool would only contend."""
+    cv2.setNumThreads(1)
 
 
 def make_loader(

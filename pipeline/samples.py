@@ -9,12 +9,14 @@ synthetic batch is reproducible from (seed, epoch).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 import degradations as D
 from pipeline.catalog import Catalog
@@ -26,15 +28,15 @@ SYNTH_TIERS = ("mq", "lq")  # the bands synth draws severities from
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """PNG / WebP / JPEG bytes -> uint8 RGB (OpenCV: the fastest PNG decoder at hand)."""
+    """PNG / WebP / JPEG bytes -> uint8 RGB, possibly a strided view (OpenCV: the fastest PNG decoder at hand)."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError("not an image OpenCV can decode")
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return D.as_rgb_uint8(image, what="stored image")
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return image[:, :, ::-1]  # RGB as a view: the batch conversion reads it in one pass anyway
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return D.as_rgb_uint8(image[:, :, ::-1] if image.ndim == 3 else image, what="stored image")
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,21 @@ def collate(samples: list[Sample], mode: str) -> dict[str, object]:
 
 
 def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    out = torch.empty(stacked.shape, dtype=torch.float32)
-    out.copy_(stacked)
-    return out.div_(255.0)
+    """One pass per image from its (possibly flipped) H x W x 3 view into B x 3 x H x W float32."""
+    h, w = images[0].shape[:2]
+    batch = _empty((len(images), 3, h, w))
+    out = batch.numpy()
+    for i, image in enumerate(images):
+        np.divide(image.transpose(2, 0, 1), np.float32(255), out=out[i], dtype=np.float32)
+    return batch
+
+
+def _empty(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 batch. In a DataLoader worker it is made in shared memory, as torch's default_collate
+    does, which saves a copy per batch on its way to the main process. torch allocates it either way:
+    numpy would advise huge pages, whose zeroing costs more than the conversion."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    prototype = torch.empty(0, dtype=torch.float32)
+    storage = prototype._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return prototype.new(storage).resize_(shape)

@@ -4,7 +4,7 @@
 `pipe:CMD`, http(s), `gs:` through gsutil, ...) and any other protocol
 fsspec knows (`s3://`, `gcs://`, `az://`, ... with s3fs, gcsfs, adlfs).
 A local file is read with seeks, so members a reader does not want cost a
-512-byte header; anything else is streamed.
+512-byte header; anything else is streamed front to back.
 
 Members are only ever read as bytes: images are decoded with OpenCV, the
 JSON is never needed, nothing is unpickled.
@@ -22,12 +22,16 @@ from urllib.parse import urlparse
 READ_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
 
 
+def is_local(url: str) -> bool:
+    scheme = urlparse(url).scheme
+    return scheme in ("", "file") or len(scheme) == 1  # len 1: a Windows drive letter
+
+
 def open_url(url: str) -> IO[bytes]:
     """A binary stream of `url`: webdataset's gopen for its schemes and paths, fsspec for the rest."""
     from webdataset.gopen import gopen, gopen_schemes
 
-    scheme = urlparse(url).scheme
-    if scheme in ("", "file") or scheme in gopen_schemes or len(scheme) == 1:  # len 1: a Windows drive letter
+    if is_local(url) or urlparse(url).scheme in gopen_schemes:
         return gopen(url, "rb")
     import fsspec
 
@@ -44,8 +48,8 @@ def read_samples(url: str, wanted: Container[str], suffixes: Container[str]) -> 
     """
     stream = open_url(url)
     try:
-        seekable = bool(getattr(stream, "seekable", lambda: False)())
-        with tarfile.open(fileobj=stream, mode="r:" if seekable else "r|") as tar:
+        # Seeking over unwanted members pays on a local disk; on object storage each seek would be a request.
+        with tarfile.open(fileobj=stream, mode="r:" if is_local(url) else "r|") as tar:
             key, members = None, {}
             for info in tar:
                 if not info.isfile():

@@ -107,7 +107,6 @@ class BatchProducer:
         self.readers = {int(t): _TypeReader(catalog, plan, mine[shard_type == t], suffixes, self.problems) for t in np.unique(shard_type)}
 
     def __iter__(self) -> Iterator[dict[str, object]]:
-        cv2.setNumThreads(1)  # one decoding thread per worker: OpenCV's pool would only contend
         try:
             for b in self.batches:
                 yield self._batch(b)
