@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 import degradations as D
 from pipeline.tar_stream import open_url
 
+_FETCHERS = 16  # per-shard manifests read at once from a list of URLs
 _COLUMNS = ["key", "split", "type", "tier", "severity", "score", "shard", "width", "height"]
 
 
@@ -89,12 +91,9 @@ def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
     urls = [str(u) for u in source]
     if not urls:
         raise ValueError("the list of shard URLs is empty")
-    frames, by_path = [], {}
-    for url in urls:
-        frame = _read_shard_manifest(url)
-        frames.append(frame)
-        for path in frame["shard"].unique():
-            by_path[path] = url
+    with ThreadPoolExecutor(_FETCHERS) as pool:  # remote manifests: latency, not bandwidth, is the cost
+        frames = list(pool.map(_read_shard_manifest, urls))
+    by_path = {path: url for url, frame in zip(urls, frames) for path in frame["shard"].unique()}
     frame = pd.concat(frames, ignore_index=True)
     held = sorted(frame["split"].unique())
     frame = frame[frame["split"] == split]
