@@ -1,6 +1,6 @@
 """Loader throughput: our streaming loader against loose PNG folders, and the decode-only bound.
 
-    python benchmarks/loader.py [--patches-per-image 8] [--epochs 2] [--rounds 2]
+    python benchmarks/loader.py [--patches-per-image 8] [--epochs 2] [--rounds 3]
 
 Builds shards from the builtin photos (patch 256, PNG) in a temporary
 directory and writes the same image bytes as loose files in the PromptIR
@@ -127,7 +127,7 @@ def main() -> None:
     p.add_argument("--patches-per-image", type=int, default=8)
     p.add_argument("--samples-per-shard", type=int, default=16)
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     _one_thread()
     config = shards.BuildConfig(patch=CROP, patches_per_image=args.patches_per_image, samples_per_shard=args.samples_per_shard, splits=(("train", 1.0),))
