@@ -147,15 +147,20 @@ class RestorerTask:
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         lq, mq, hq = batch["lq"], batch["mq"], batch["hq"]
+        # Restore both grades: each sample's input is its mq or its lq image, half and half, so
+        # the restorer learns how much to do (trained on lq alone, it over-corrects mild damage).
+        # Both stay the negatives of the perceptual loss.
+        pick_mq = (torch.rand(len(lq), device=lq.device) < 0.5).view(-1, 1, 1, 1)
+        degraded = torch.where(pick_mq, mq, lq)
         # The CFE's positive: another crop (three quarters of each side) of the same degraded image.
-        h, w = lq.shape[-2:]
+        h, w = degraded.shape[-2:]
         ch, cw = max(8, 3 * h // 4), max(8, 3 * w // 4)
         y, x = (int(v) for v in torch.randint(0, h - ch + 1, (1,)).tolist() + torch.randint(0, w - cw + 1, (1,)).tolist())
-        positive = lq[..., y : y + ch, x : x + cw] if self.infonce else None
-        restored, aux = model(lq, return_aux=True, positive=positive)
+        positive = degraded[..., y : y + ch, x : x + cw] if self.infonce else None
+        restored, aux = model(degraded, return_aux=True, positive=positive)
         terms = {"reconstruction": self.l1(restored, hq)}
         if self.infonce is not None:
-            groups = _type_ids(batch["type"], lq.device)
+            groups = _type_ids(batch["type"], degraded.device)
             terms["contrastive"] = self.infonce(aux["embedding"], aux["positive_embedding"], groups)
         if self.quality is not None:
             terms["quality"] = self.quality(restored.clamp(0, 1))

@@ -140,3 +140,10 @@ def test_every_loss_backpropagates(perceptual_loss):
     LossWeights().total(terms).backward()
     assert not any(p.grad is not None for p in quality_loss.perceiver.parameters())
     assert all(torch.isfinite(p.grad).all() for p in trainable if p.grad is not None)
+
+
+@pytest.mark.parametrize("backbone", backbones.available())
+def test_untrained_restorer_returns_its_input(backbone):
+    """Residual output and guidance heads start at zero: training starts from the identity."""
+    lq = images(2, 3, 24, 24, seed=3)
+    torch.testing.assert_close(tiny_restorer(backbone)(lq), lq)

@@ -21,3 +21,13 @@ class ChannelLayerNorm(nn.Module):
 
 def depthwise_conv3x3(channels: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=bias)
+
+
+def residual_output(in_channels: int, bias: bool = True) -> nn.Conv2d:
+    """The 3x3 conv to the RGB residual, zero-initialised: an untrained backbone returns its
+    input exactly, so training starts from the identity rather than from random damage."""
+    conv = nn.Conv2d(in_channels, 3, 3, padding=1, bias=bias)
+    nn.init.zeros_(conv.weight)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .base import Backbone, Guide, register_backbone
-from .layers import ChannelLayerNorm, depthwise_conv3x3
+from .layers import ChannelLayerNorm, depthwise_conv3x3, residual_output
 
 
 class SimpleGate(nn.Module):
@@ -78,7 +78,7 @@ class NAFNet(Backbone):
             nn.Sequential(nn.Conv2d(2 * c, 4 * c, 1, bias=False), nn.PixelShuffle(2)) for c in self.decoder_channels
         )
         self.decoders = nn.ModuleList(_stage(c, n) for c, n in zip(self.decoder_channels, reversed(decoder_blocks)))
-        self.output = nn.Conv2d(width, 3, 3, padding=1)
+        self.output = residual_output(width)
         self.size_multiple = 2 ** len(encoder_blocks)
 
     def forward(self, x: torch.Tensor, guide: Guide | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Backbone, Guide, register_backbone
-from .layers import ChannelLayerNorm, depthwise_conv3x3
+from .layers import ChannelLayerNorm, depthwise_conv3x3, residual_output
 
 
 class ChannelAttention(nn.Module):
@@ -112,7 +112,7 @@ class Restormer(Backbone):
         )
         self.decoders = nn.ModuleList(stage(c, i) for c, i in zip(self.decoder_channels, skip_levels))
         self.refinement = _stage(2 * width, refinement_blocks, heads[0], ffn_expansion, bias)
-        self.output = nn.Conv2d(2 * width, 3, 3, padding=1, bias=bias)
+        self.output = residual_output(2 * width, bias)
         self.size_multiple = 2**n_skips
 
     def forward(self, x: torch.Tensor, guide: Guide | None = None) -> torch.Tensor:
