@@ -16,7 +16,7 @@ attempt), so a sample is the same whichever worker makes it, and when.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +78,10 @@ class Scorer:
         """The score of an image against itself (SSIM 1, PSNR inf), known without measuring."""
         return 1.0 if self.metric == "ssim" else math.inf
 
-    def score(self, clean: np.ndarray, degraded: np.ndarray) -> float:
-        return round((D.ssim if self.metric == "ssim" else D.psnr)(clean, degraded), _DIGITS)
+    def scores_against(self, clean: np.ndarray) -> Callable[[np.ndarray], float]:
+        """Score degraded versions of `clean` (rounded as stored); SSIM computes the clean side once."""
+        measure = D.quality_reference(self.metric, clean)
+        return lambda degraded: round(measure(degraded), _DIGITS)
 
     def miss(self, score: float, tier: str) -> int:
         """0 when `score` lies in `tier`'s band; +1 when above it (too clean), -1 when below (too degraded).
@@ -111,7 +113,10 @@ def clean_slot(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> S
     return Slot(patch, record)
 
 
-def degraded_slot(patch: np.ndarray, type_name: str, tier: str, key: str, scorer: Scorer) -> Slot:
+def degraded_slot(
+    patch: np.ndarray, type_name: str, tier: str, key: str, scorer: Scorer,
+    score: Callable[[np.ndarray], float] | None = None,
+) -> Slot:
     """`patch` degraded by `type_name` into `tier`, by the bounded search above; SampleError if out of reach.
 
     The first severity is drawn in the calibrated range, so typical patches
@@ -120,6 +125,7 @@ def degraded_slot(patch: np.ndarray, type_name: str, tier: str, key: str, scorer
     one], which may leave the calibrated range: a dark patch may need far
     less haze than the mean photo to fall to mq.
     """
+    score = score or scorer.scores_against(patch)
     lo, hi = scorer.intervals[type_name][tier]
     floor, ceiling = 0.0, 1.0  # the bracket: severity 0 is the clean image
     draws = D.rng(scorer.seed, key, tier, "severity")
@@ -127,19 +133,19 @@ def degraded_slot(patch: np.ndarray, type_name: str, tier: str, key: str, scorer
     for attempt in range(scorer.max_tries):
         severity = round(float(draws.uniform(lo, hi)), _DIGITS)
         out, recipe = D.degrade(patch, type_name, severity, seed=D.derive_seed(scorer.seed, key, tier, attempt))
-        score = scorer.score(patch, out)
-        miss = scorer.miss(score, tier)
+        measured = score(out)
+        miss = scorer.miss(measured, tier)
         if miss == 0:
             record = {
                 "severity": severity,
-                "score": score,
+                "score": measured,
                 "psnr": _finite(round(D.psnr(patch, out), _DIGITS)),
                 "tier": tier,
                 "attempts": attempt + 1,
                 "recipe": recipe.to_dict(),
             }
             return Slot(out, record)
-        tried.append(f"{severity:.3f}->{score:.3f}")
+        tried.append(f"{severity:.3f}->{measured:.3f}")
         if miss > 0:
             floor = max(floor, severity)  # too clean: only stronger severities are left
         else:
@@ -156,8 +162,9 @@ def make_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> d
     """hq, mq and lq of one patch; raises SampleError (or the engine's ValueError) when it cannot be made."""
     # lq first: it is the tier out of reach when one is (blur, haze on flat patches), and
     # finding that out first saves the mq search of a sample that would be dropped anyway.
-    lq = degraded_slot(patch, type_name, "lq", key, scorer)
-    mq = degraded_slot(patch, type_name, "mq", key, scorer)
+    score = scorer.scores_against(patch)
+    lq = degraded_slot(patch, type_name, "lq", key, scorer, score)
+    mq = degraded_slot(patch, type_name, "mq", key, scorer, score)
     return {"hq": clean_slot(patch, type_name, key, scorer), "mq": mq, "lq": lq}
 
 

@@ -187,7 +187,7 @@ def test_ssim_matches_scikit_image(photo):
     ref = structural_similarity(
         photo, out, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
     )
-    assert D.ssim(photo, out) == pytest.approx(ref, abs=1e-6)
+    assert D.ssim(photo, out) == pytest.approx(ref, abs=1e-5)
     assert D.ssim(photo, photo) == pytest.approx(1.0)
     assert D.psnr(photo, photo) == float("inf")
 
