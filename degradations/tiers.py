@@ -6,7 +6,9 @@ enough to score every stored sample. The bands put standard benchmark
 inputs where researchers would: SOTS hazy and Rain100L rainy inputs (SSIM
 about 0.8) are medium quality; Rain100H, LOL low-light and BSD68 at sigma 50
 (SSIM 0.2-0.4) are low quality; `hq` is near-clean (SSIM >= 0.85). Below
-LQ_FLOOR an image has lost most of its structure and no tier asks for it.
+the lq band's floor (0.2) an image has lost most of its structure: calibration
+ranges end there and the shard builder stores nothing below it, though
+`tier_of` still calls such a score lq.
 """
 
 from __future__ import annotations

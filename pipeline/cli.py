@@ -35,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError:  # `perceive-ir inspect OUT | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:
         # Bad input is the user's to fix: one clear line, no traceback.
         print(f"perceive-ir {args.command}: error: {err}", file=sys.stderr)
