@@ -52,7 +52,9 @@ def line_chart(
         cv2.putText(img, f"{yv:.3g}", (4, py + 4), _FONT, 0.38, (60, 60, 60), 1, cv2.LINE_AA)
         xv = x0 + frac * (x1 - x0)
         px = int(round(left + frac * (w - left - right)))
-        cv2.putText(img, f"{xv:.0f}", (px - 10, h - 10), _FONT, 0.38, (60, 60, 60), 1, cv2.LINE_AA)
+        label = f"{xv:.0f}"
+        px = min(px - 10, w - 8 * len(label))  # keep the last tick's label inside the picture
+        cv2.putText(img, label, (px, h - 10), _FONT, 0.38, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.putText(img, title, (left, 18), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     for i, (name, (x, y)) in enumerate(series.items()):
         colour = _COLOURS[i % len(_COLOURS)]
