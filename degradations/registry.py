@@ -37,7 +37,9 @@ def register(cls: type[Degradation]) -> type[Degradation]:
     if not name or not name.replace("_", "").isalnum() or name != name.lower():
         raise ValueError(f"degradation name must be lower-case letters, digits and '_', got {name!r}")
     existing = _REGISTRY.get(name)
-    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+    # The same class defined again (a module reloaded) may re-register; any other class may not.
+    same = existing is not None and (existing.__module__, existing.__qualname__) == (cls.__module__, cls.__qualname__)
+    if existing is not None and existing is not cls and not same:
         raise ValueError(f"degradation {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
     _REGISTRY[name] = cls
     return cls
@@ -47,11 +49,14 @@ def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
-    _entry_points_loaded = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
+        try:
+            obj = ep.load()
+        except Exception as err:  # noqa: BLE001 - a broken plugin must say which one it is
+            raise ImportError(f"degradation plugin {ep.name!r} ({ep.value}) failed to load: {err}") from err
         if isinstance(obj, type) and issubclass(obj, Degradation) and obj.name not in _REGISTRY:
             register(obj)
+    _entry_points_loaded = True
 
 
 def available() -> list[str]:

@@ -85,10 +85,9 @@ def run_demo(out: str | Path = "demo_out", workers: int = 2, steps: tuple[int, i
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage into `out`; returns the summary that is printed and written to report.md."""
     import shards
-    from pipeline import make_loader
     from pipeline.cli import main as cli
     from pipeline.stages import evaluate_restorer, load_trained_restorer
-    from pipeline.training import train
+    from pipeline.training import eval_loader, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,8 +119,7 @@ def run_demo(out: str | Path = "demo_out", workers: int = 2, steps: tuple[int, i
     log("== 4/5 evaluate the restorer on the validation split")
     t = time.perf_counter()
     restorer = load_trained_restorer(out / "restorer", torch.device("cpu"))
-    val = make_loader(out / "shards", split="val", mode="triplets", batch_size=8, crop=None, num_workers=0, rank=0,
-                      world_size=1, augment=False)
+    val = eval_loader(out / "shards", "val", batch_size=8, crop=None)
     rows = evaluate_restorer(restorer, val)
     from pipeline.evaluate import format_table, write_table
 

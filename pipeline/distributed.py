@@ -49,14 +49,3 @@ def shutdown() -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average scalar metrics over ranks (identity on one process)."""
-    if not dist.is_initialized() or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))

@@ -22,7 +22,7 @@ from torch import nn
 
 import degradations as D
 from pipeline.metrics import RestorationScores
-from shards.sources import IMAGE_SUFFIXES, load_image
+from shards import IMAGE_SUFFIXES, load_image
 
 BSD68_SIGMAS = (15, 25, 50)
 _DEGRADED_NAMES = ("input", "rainy", "rain", "hazy", "haze", "low", "blur", "degraded", "lq")

@@ -113,9 +113,13 @@ class StreamLoader:
                     batch_size=None,
                     num_workers=self.num_workers,
                     pin_memory=self.pin_memory,
-                    persistent_workers=False,  # workers are forked with this epoch's plan
+                    persistent_workers=False,  # workers start with this epoch's plan
                     in_order=True,  # batch i comes from worker i % W: the order does not depend on W
+                    # Not fork: a child forked while OpenCV's thread pool holds a lock hangs on its
+                    # first OpenCV call (seen here). Forkserver children fork from a clean server.
+                    multiprocessing_context=_worker_context(),
                     worker_init_fn=_one_thread,
+                    generator=torch.Generator(),  # leave the caller's global RNG alone
                 )
             )
         for batch in batches:
@@ -146,6 +150,14 @@ class StreamLoader:
             if url not in self.problems:
                 self.problems[url] = reason
                 warnings.warn(f"shard {url}: {reason}; its missing samples are replaced by repeats", ShardProblemWarning, stacklevel=3)
+
+
+def _worker_context() -> Any:
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "cv2", "pipeline.worker"])  # imported once, by the server
+    return context
 
 
 def _one_thread(worker: int) -> None:

@@ -55,10 +55,10 @@ DEFAULTS = {"perceiver": PERCEIVER_DEFAULTS, "restorer": RESTORER_DEFAULTS}
 def seeded_torch(seed: int) -> Iterator[None]:
     """Seed torch's generator inside the block only: the caller's random state is restored after.
 
-    Module initialisation and dropout draw from torch's global generator and
-    take no Generator argument; scoping the seed keeps library code from
-    leaving global state behind while making a run reproducible from its
-    config (and resumable, with the state saved in checkpoints).
+    Module initialisation draws from torch's global generator and takes no
+    Generator argument; scoping the seed makes models reproducible from the
+    config without leaving global state behind. (Training draws come from
+    per-step generators; see `Task.loss`.)
     """
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
@@ -95,7 +95,7 @@ class PerceiverTask:
         self.val_loader = val_loader
         self.val_batches = int(config["data"]["val_batches"])
 
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Mapping[str, Any], rng: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(batch["image"])
         loss = F.cross_entropy(logits, batch["tier"])
         accuracy = (logits.argmax(dim=1) == batch["tier"]).float().mean()
@@ -105,18 +105,22 @@ class PerceiverTask:
         return evaluate_perceiver(model, self.val_loader, self.val_batches) if self.val_loader is not None else {}
 
 
+@torch.no_grad()
 def evaluate_perceiver(model: nn.Module, loader: Any, limit: int = 0) -> dict[str, float]:
-    """Tier accuracy, and the Spearman correlation of the predicted quality with -severity
-    (clean images count as severity 0; higher is better, 1 is a perfect ranking)."""
+    """Tier accuracy over every image of triplet batches (lq, mq and hq of each sample), and the
+    Spearman correlation of the predicted quality with -severity (clean images count as
+    severity 0; higher is better, 1 is a perfect ranking)."""
     device = next(model.parameters()).device
     correct = total = 0
     scores, severities = [], []
     for batch in _batches(loader, limit):
-        logits = model(batch["image"].to(device))
-        correct += int((logits.argmax(dim=1).cpu() == batch["tier"]).sum())
-        total += len(logits)
-        scores += (logits.softmax(dim=1) @ torch.tensor([0.0, 0.5, 1.0], device=device)).tolist()
-        severities += [-float(s) for s in batch["severity"]]
+        tiers = {"lq": batch["severity"], "mq": batch["severity_mq"], "hq": torch.zeros(len(batch["hq"]))}
+        for label, (tier, severity) in enumerate(tiers.items()):
+            logits = model(batch[tier].to(device))
+            correct += int((logits.argmax(dim=1) == label).sum())
+            total += len(logits)
+            scores += (logits.softmax(dim=1) @ torch.tensor([0.0, 0.5, 1.0], device=device)).tolist()
+            severities += [-float(s) for s in severity]
     return {"tier_accuracy": correct / max(total, 1), "srocc_quality_vs_severity": spearman(scores, severities), "n": total}
 
 
@@ -145,17 +149,17 @@ class RestorerTask:
         self.val_loader = val_loader
         self.val_batches = int(config["data"]["val_batches"])
 
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Mapping[str, Any], rng: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         lq, mq, hq = batch["lq"], batch["mq"], batch["hq"]
         # Restore both grades: each sample's input is its mq or its lq image, half and half, so
         # the restorer learns how much to do (trained on lq alone, it over-corrects mild damage).
         # Both stay the negatives of the perceptual loss.
-        pick_mq = (torch.rand(len(lq), device=lq.device) < 0.5).view(-1, 1, 1, 1)
+        pick_mq = (torch.rand(len(lq), generator=rng) < 0.5).view(-1, 1, 1, 1).to(lq.device)
         degraded = torch.where(pick_mq, mq, lq)
         # The CFE's positive: another crop (three quarters of each side) of the same degraded image.
         h, w = degraded.shape[-2:]
         ch, cw = max(8, 3 * h // 4), max(8, 3 * w // 4)
-        y, x = (int(v) for v in torch.randint(0, h - ch + 1, (1,)).tolist() + torch.randint(0, w - cw + 1, (1,)).tolist())
+        y, x = (int(torch.randint(0, n + 1, (1,), generator=rng)) for n in (h - ch, w - cw))
         positive = degraded[..., y : y + ch, x : x + cw] if self.infonce else None
         restored, aux = model(degraded, return_aux=True, positive=positive)
         terms = {"reconstruction": self.l1(restored, hq)}
@@ -183,6 +187,7 @@ def _type_ids(types: list[str], device: torch.device) -> torch.Tensor:
     return torch.tensor([D.derive_seed(t) % (1 << 31) for t in types], device=device)
 
 
+@torch.no_grad()
 def evaluate_restorer(model: nn.Module, loader: Any, limit: int = 0) -> list[dict[str, float | str]]:
     """PSNR / SSIM per type and tier of restored mq and lq inputs (triplet batches) against hq."""
     device = next(model.parameters()).device

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from degradations import derive_seed
 from pipeline import checkpoint
 from pipeline.config import dump
 from pipeline.distributed import DistEnv, barrier
@@ -32,8 +33,14 @@ LAST = "last.pt"
 class Task(Protocol):
     model: nn.Module
 
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of one batch through `model` (the DDP wrapper when distributed), and scalars to log."""
+    def loss(
+        self, model: nn.Module, batch: Mapping[str, Any], rng: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one batch through `model` (the DDP wrapper when distributed), and scalars to log.
+
+        `rng` (CPU) is seeded by (seed, rank, step, micro-step): draws from it do not depend
+        on loader workers, and a resumed run makes the same draws again.
+        """
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Metrics on the validation split, computed on rank 0 with the unwrapped model."""
@@ -174,7 +181,7 @@ def fit(
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         dump(config, out / "config.yaml")
-    metrics_file = (out / "metrics.jsonl").open("a") if env.is_main else None
+    metrics_file = _metrics_file(out / "metrics.jsonl", step if restored else None) if env.is_main else None
     bar = _progress(step, schedule.steps, env.is_main)
     last: dict[str, Any] = {}
     wait = compute = 0.0
@@ -189,22 +196,23 @@ def fit(
                     batch = _move(stream.next(), env.device)
                     t1 = time.perf_counter()
                     sync = micro == accum - 1 or env.world_size == 1
+                    rng = torch.Generator().manual_seed(derive_seed(int(config["seed"]), "step", env.rank, step, micro))
                     with (contextlib.nullcontext() if sync else wrapped.no_sync()), torch.autocast(
                         env.device.type, dtype=torch.bfloat16, enabled=bf16
                     ):
-                        loss, terms = task.loss(wrapped, batch)
+                        loss, terms = task.loss(wrapped, batch, rng)
                     (loss / accum).backward()
                     wait += t1 - t0
                     compute += time.perf_counter() - t1
                     for k, v in {"loss": float(loss.detach()), **terms}.items():
                         logged[k] = logged.get(k, 0.0) + v / accum
+                if not _all_finite(logged, env.device):
+                    raise FloatingPointError(f"non-finite loss at step {step + 1} (on some rank): {logged}")
                 if optim_cfg.get("clip_grad"):
                     torch.nn.utils.clip_grad_norm_(trainable, optim_cfg["clip_grad"])
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                if not all(math.isfinite(v) for v in logged.values()):
-                    raise FloatingPointError(f"non-finite loss at step {step}: {logged}")
                 last = {"step": step, "epoch": stream.epoch, "lr": scheduler.get_last_lr()[0], **logged}
                 if metrics_file and (step % run_cfg["log_every"] == 0 or step == schedule.steps):
                     last["data_wait_fraction"] = wait / max(wait + compute, 1e-9)
@@ -227,6 +235,27 @@ def fit(
         if metrics_file:
             metrics_file.close()
     return last
+
+
+def _all_finite(logged: Mapping[str, float], device: torch.device) -> bool:
+    """Every rank's losses finite: all ranks agree, so none raises while the others wait in a collective."""
+    ok = all(math.isfinite(v) for v in logged.values())
+    if dist.is_initialized():
+        flag = torch.tensor([0.0 if ok else 1.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        ok = flag.item() == 0.0
+    return ok
+
+
+def _metrics_file(path: Path, resumed_at: int | None) -> Any:
+    """A fresh file for a new run; on resume, the rows up to the restored step are kept and the
+    rest (logged after the checkpoint, before the stop) dropped, as they will be logged again."""
+    kept = []
+    if resumed_at is not None and path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_at]
+    f = path.open("w")
+    f.writelines(line + "\n" for line in kept)
+    return f
 
 
 def _validate(task: Task, model: nn.Module, env: DistEnv, step: int, metrics_file: Any) -> dict[str, float]:

@@ -13,22 +13,28 @@ from pipeline.trainer import fit
 _MODES = {"perceiver": "tiers", "restorer": "triplets"}
 
 
+def eval_loader(source: Any, split: str, batch_size: int, crop: int | None) -> Any:
+    """Triplet batches of a whole split in a fixed order: one process, centre crops, no flips."""
+    from pipeline import make_loader
+
+    return make_loader(
+        source, split=split, mode="triplets", batch_size=batch_size, crop=crop, num_workers=0,
+        rank=0, world_size=1, augment=False,
+    )
+
+
 def make_loaders(stage: str, config: Mapping[str, Any], rank: int, world_size: int) -> tuple[Any, Any | None]:
-    """Training loader for this rank, and a validation loader (rank 0 only, whole split, no augmentation)."""
+    """Training loader for this rank, and a validation loader (rank 0 only; see `eval_loader`)."""
     from pipeline import make_loader
 
     data, seed = config["data"], int(config["seed"])
-    common = dict(mode=_MODES[stage], crop=data["crop"], types=data["types"], seed=seed)
     train = make_loader(
-        data["source"], split=data["split"], batch_size=data["batch_size"], num_workers=data["num_workers"],
-        rank=rank, world_size=world_size, **common,
+        data["source"], split=data["split"], mode=_MODES[stage], batch_size=data["batch_size"], crop=data["crop"],
+        types=data["types"], seed=seed, num_workers=data["num_workers"], rank=rank, world_size=world_size,
     )
     val = None
     if rank == 0 and data["val_split"]:
-        val = make_loader(
-            data["source"], split=data["val_split"], batch_size=data["batch_size"], num_workers=0,
-            rank=0, world_size=1, augment=False, **common,
-        )
+        val = eval_loader(data["source"], data["val_split"], data["batch_size"], data["crop"])
     return train, val
 
 

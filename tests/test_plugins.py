@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import degradations as D
 
@@ -66,3 +67,12 @@ def test_entry_point_registers_a_type(tmp_path):
         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
     )
     assert run.stdout.split() == ["1", "127", "fog_plugin"]
+
+
+def test_a_plugin_cannot_take_a_builtin_name():
+    class Noise(D.Degradation):  # same class name as the built-in, another module
+        name = "noise"
+
+    with pytest.raises(ValueError, match="already registered"):
+        D.register(Noise)
+    assert type(D.get("noise")).__module__ == "degradations.types.noise"

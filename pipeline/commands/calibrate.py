@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import degradations as D
-    from shards.sources import BadImage, list_sources
+    from shards import BadImage, list_sources
 
     if args.steps < 2:
         raise ValueError("--steps must be at least 2")

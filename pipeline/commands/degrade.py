@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import degradations as D
     from pipeline.contact_sheet import save_png
-    from shards.sources import load_image
+    from shards import load_image
 
     if args.list:
         print("\n".join(D.available()))

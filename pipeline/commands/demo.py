@@ -11,7 +11,7 @@ EXAMPLES = ["perceive-ir demo", "perceive-ir demo -o /tmp/demo --steps 200,100  
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out/)")
     p.add_argument("--workers", type=int, default=2, help="build workers and loader workers")
-    p.add_argument("--steps", default="1000,400", help="training steps of the perceiver and the restorer")
+    p.add_argument("--steps", default="1000,600", help="training steps of the perceiver and the restorer")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         steps = ()
     if len(steps) != 2 or min(steps) < 1:
-        raise ValueError(f"--steps wants two positive integers such as 1000,400; got {args.steps!r}")
+        raise ValueError(f"--steps wants two positive integers such as 1000,600; got {args.steps!r}")
     warnings.filterwarnings("once", message=".*RANDOM weights.*")
     s = run_demo(args.out, args.workers, steps)
     print()

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("a perceiver is evaluated on shards: give --shards DIR")
         model = QualityPerceiver.load(args.checkpoint, device).eval()
         with torch.no_grad():
-            result = evaluate_perceiver(model, _loader(args, "tiers"), args.max_batches)
+            result = evaluate_perceiver(model, _loader(args), args.max_batches)
         rows = [{"split": args.split, **result}]
         print(format_table(rows))
         print("wrote", *write_table(rows, out, "perceiver"))
@@ -63,16 +63,13 @@ def run(args: argparse.Namespace) -> int:
         print("wrote", *write_table(rows, out, "all_in_one"))
     if args.shards:
         with torch.no_grad():
-            rows = evaluate_restorer(model, _loader(args, "triplets"), args.max_batches)
+            rows = evaluate_restorer(model, _loader(args), args.max_batches)
         print(format_table(rows))
         print("wrote", *write_table(rows, out, f"shards_{args.split}"))
     return 0
 
 
-def _loader(args: argparse.Namespace, mode: str):
-    from pipeline import make_loader
+def _loader(args: argparse.Namespace):
+    from pipeline.training import eval_loader
 
-    return make_loader(
-        args.shards, split=args.split, mode=mode, batch_size=args.batch_size, crop=args.crop or None,
-        num_workers=0, rank=0, world_size=1, augment=False,
-    )
+    return eval_loader(args.shards, args.split, args.batch_size, args.crop or None)

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     import degradations as D
     from pipeline.contact_sheet import save_png
-    from shards.sources import load_image
+    from shards import load_image
 
     if Path(args.target).is_dir():
         if not (Path(args.target) / "dataset.json").is_file():
