@@ -33,9 +33,15 @@ class Source:
     path: str | None  # None for builtin photos
 
     def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        if self.path is None:
-            return D.builtin_photo(self.id.split(":", 1)[1])
-        return load_image(self.path, max_pixels)
+        return load_photo(self.id if self.path is None else self.path, max_pixels)
+
+
+def load_photo(spec: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A photo by path, or `builtin:NAME` for one of the builtin photos."""
+    spec = str(spec)
+    if spec.startswith(f"{BUILTIN}:"):
+        return D.builtin_photo(spec.split(":", 1)[1])
+    return load_image(spec, max_pixels)
 
 
 def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -29,14 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import degradations as D
     from pipeline.contact_sheet import save_png
-    from shards import load_image
+    from shards import load_photo
 
     if args.list:
         print("\n".join(D.available()))
         return 0
     if not args.out:
         raise ValueError("give -o OUT.png")
-    image = D.builtin_photo(args.image.split(":", 1)[1]) if args.image.startswith("builtin:") else load_image(args.image)
+    image = load_photo(args.image)
     if args.replay:
         recipe = D.Recipe.from_dict(json.loads(Path(args.replay).read_text()))
         out = D.replay(image, recipe)

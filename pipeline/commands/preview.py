@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     import degradations as D
     from pipeline.contact_sheet import save_png
-    from shards import load_image
+    from shards import load_photo
 
     if Path(args.target).is_dir():
         if not (Path(args.target) / "dataset.json").is_file():
@@ -95,10 +95,7 @@ def run(args: argparse.Namespace) -> int:
         path = save_png(sheet, args.out)
         print(f"wrote {path}: {sheet.shape[1]}x{sheet.shape[0]} px, hq / mq / lq per sample")
         return 0
-    if args.target.startswith("builtin:"):
-        image = D.builtin_photo(args.target.split(":", 1)[1])
-    else:
-        image = load_image(args.target)
+    image = load_photo(args.target)
     types = [t.strip() for t in args.types.split(",")] if args.types else D.available()
     severities = [float(s) for s in args.severities.split(",")]
     path = save_png(severity_sheet(image, types, severities, args.seed, args.size), args.out)
