@@ -91,9 +91,20 @@ def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
     urls = [str(u) for u in source]
     if not urls:
         raise ValueError("the list of shard URLs is empty")
+    repeated = sorted({u for u in urls if urls.count(u) > 1})
+    if repeated:
+        raise ValueError(f"shard URL listed more than once: {repeated[0]}")
     with ThreadPoolExecutor(_FETCHERS) as pool:  # remote manifests: latency, not bandwidth, is the cost
         frames = list(pool.map(_read_shard_manifest, urls))
-    by_path = {path: url for url, frame in zip(urls, frames) for path in frame["shard"].unique()}
+    by_path: dict[str, str] = {}
+    for url, frame in zip(urls, frames):
+        for path in frame["shard"].unique():
+            if path in by_path:
+                # Shards are known by their path inside their build: two builds in one list would merge.
+                raise ValueError(
+                    f"{by_path[path]} and {url} both hold shard {path}: a URL list must come from one build"
+                )
+            by_path[path] = url
     frame = pd.concat(frames, ignore_index=True)
     held = sorted(frame["split"].unique())
     frame = frame[frame["split"] == split]

@@ -312,3 +312,16 @@ def test_url_list_source_matches_the_root(build, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     from_env = make_loader(root, mode="triplets", batch_size=4, crop=CROP, num_workers=0, seed=5)
     assert same(epoch_batches(from_env), epoch_batches(loader(root, rank=1, world_size=2)))
+
+
+def test_url_list_refuses_repeats_and_shards_of_two_builds(build, tmp_path):
+    root, _ = build
+    tars = sorted(root.glob("train/*/*.tar"))
+    with pytest.raises(ValueError, match="listed more than once"):
+        loader([str(tars[0]), str(tars[0])])
+    copy = tmp_path / "other_build" / tars[0].relative_to(root)
+    copy.parent.mkdir(parents=True)
+    for suffix in (".tar", ".parquet"):
+        shutil.copy(tars[0].with_suffix(suffix), copy.with_suffix(suffix))
+    with pytest.raises(ValueError, match="must come from one build"):
+        loader([str(tars[0]), str(copy)])
