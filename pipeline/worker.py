@@ -10,8 +10,10 @@ Reading is forward only: one reader per degradation type walks that type's
 visits in reading order and keeps the member bytes it met before they were
 due (at most about a shuffle window). A sample that cannot be had (a
 truncated or unreadable shard, a member that does not decode) is replaced by
-the worker's last good sample, so batch sizes and counts stay equal on every
-rank; the batch says how many it replaced and why.
+the nearest good sample of the same batch (so the substitute does not depend
+on the number of workers or on where a resumed run started; only a batch with
+no good sample at all takes the worker's last good one), and batch sizes and
+counts stay equal on every rank; the batch says how many it replaced and why.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class BatchProducer:
         self.catalog, self.plan, self.maker = catalog, plan, maker
         self.batches = range(start + worker, plan.batches, workers)
         self.problems: list[tuple[str, str]] = []
-        self.last_good: Sample | None = None
+        self.last_good: Sample | None = None  # for a batch of which nothing could be read
         mine = np.concatenate([np.arange(b * plan.batch_size, (b + 1) * plan.batch_size) for b in self.batches] or [np.empty(0, np.int64)])
         shard_type = catalog.shard_type[plan.visit_shard[plan.visit[mine]]] if len(mine) else np.empty(0, np.int64)
         suffixes = MODE_TIERS[maker.mode]
@@ -136,11 +138,12 @@ class BatchProducer:
         return batch
 
     def _fill(self, samples: list[Sample | None], b: int) -> tuple[list[Sample], int]:
-        """Missing samples become the last good one before them (or the batch's first good one)."""
+        """Missing samples become the good one before them in the batch (or the batch's first good one)."""
         replaced = sum(s is None for s in samples)
-        last = self.last_good or next((s for s in samples if s is not None), None)
+        last = next((s for s in samples if s is not None), None) or self.last_good
         if last is None:
-            raise RuntimeError(f"batch {b} of epoch {self.plan.epoch}: no sample could be read; see the shard problems above")
+            reasons = "; ".join(f"{url}: {why}" for url, why in self.problems[:3]) or "no reason recorded"
+            raise RuntimeError(f"batch {b} of epoch {self.plan.epoch}: no sample could be read ({reasons})")
         filled = []
         for s in samples:
             last = s if s is not None else last
