@@ -197,6 +197,9 @@ def make_loader(
     shuffle_window: samples shuffled together (a multiple of batch_size;
         0 turns shuffling off); default 256 rounded up to the batch size.
     augment: random crop boxes and flips; False gives the centre box.
+
+    Workers start from a forkserver, so a script iterating with num_workers > 0
+    needs the usual `if __name__ == "__main__":` guard, as with spawn.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
