@@ -7,11 +7,12 @@ refuses anything but tensors and plain containers (no pickled code).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from shards import atomic_output
 
 
 def rng_state() -> dict[str, Any]:
@@ -30,9 +31,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

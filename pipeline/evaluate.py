@@ -22,15 +22,11 @@ from torch import nn
 
 import degradations as D
 from pipeline.metrics import RestorationScores
-from shards import IMAGE_SUFFIXES, load_image
+from shards import image_files, load_image
 
 BSD68_SIGMAS = (15, 25, 50)
 _DEGRADED_NAMES = ("input", "rainy", "rain", "hazy", "haze", "low", "blur", "degraded", "lq")
 _CLEAN_NAMES = ("target", "gt", "groundtruth", "norain", "clear", "high", "sharp", "clean", "hq")
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _number(path: Path) -> int | None:
@@ -53,7 +49,7 @@ def split_pair_folder(root: Path) -> tuple[Path, Path]:
 
 def match_pairs(degraded_dir: Path, clean_dir: Path) -> list[tuple[Path, Path]]:
     """Pair every degraded image with its clean image; ValueError naming what does not match."""
-    degraded, clean = _images(degraded_dir), _images(clean_dir)
+    degraded, clean = image_files(degraded_dir), image_files(clean_dir)
     if not degraded or not clean:
         raise ValueError(f"no images in {degraded_dir if not degraded else clean_dir}")
     by_rel = {p.relative_to(clean_dir).with_suffix("").as_posix(): p for p in clean}
@@ -75,7 +71,7 @@ def match_pairs(degraded_dir: Path, clean_dir: Path) -> list[tuple[Path, Path]]:
 
 def bsd68_pairs(folder: Path, sigma: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(name, noisy, clean) with Gaussian noise at `sigma`, seeded by (name, sigma): the same on every run."""
-    for path in _images(folder):
+    for path in image_files(folder):
         clean = load_image(path)
         noisy, _ = D.degrade(clean, "noise", params={"sigma": sigma}, seed=D.derive_seed("bsd68", path.name, sigma))
         yield path.name, noisy, clean

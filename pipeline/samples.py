@@ -13,30 +13,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
 import degradations as D
+from shards import decode
 from pipeline.catalog import Catalog
 
 MODES = ("pairs", "triplets", "tiers", "synth")
 # The member suffixes each mode reads; `tiers` reads all three and decodes the one drawn.
 MODE_TIERS = {"pairs": ("lq", "hq"), "triplets": ("lq", "mq", "hq"), "tiers": D.TIERS, "synth": ("hq",)}
 SYNTH_TIERS = ("mq", "lq")  # the bands synth draws severities from
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """PNG / WebP / JPEG bytes -> uint8 RGB, possibly a strided view (OpenCV: the fastest PNG decoder at hand)."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError("not an image OpenCV can decode")
-    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
-        return image[:, :, ::-1]  # RGB as a view: the batch conversion reads it in one pass anyway
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return D.as_rgb_uint8(image[:, :, ::-1] if image.ndim == 3 else image, what="stored image")
 
 
 @dataclass(frozen=True)
@@ -73,7 +61,7 @@ class SampleMaker:
         missing = [n for n in names if n not in members]
         if missing:
             raise ValueError(f"sample {key} has no {'/'.join(missing)} member")
-        decoded = {n: decode_image(members[n]) for n in names}
+        decoded = {n: decode(members[n], view=True) for n in names}
         shapes = {im.shape for im in decoded.values()}
         if len(shapes) > 1:
             raise ValueError(f"sample {key}: tiers differ in size {sorted(shapes)}")

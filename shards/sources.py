@@ -94,7 +94,7 @@ def list_sources(source: str | Path) -> list[Source]:
     if not root.exists():
         raise FileNotFoundError(f"source {str(source)!r} does not exist (give a folder, a .txt or .parquet list, or 'builtin')")
     if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(root)
         found = [Source(p.relative_to(root).as_posix(), str(p)) for p in files]
     else:
         found = [Source(p, str((root.parent / p) if not Path(p).is_absolute() else p)) for p in _read_list(root)]
@@ -104,6 +104,11 @@ def list_sources(source: str | Path) -> list[Source]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"source list {str(source)!r} names a file twice")
     return found
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under `folder` (recursive, any case of IMAGE_SUFFIXES), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _read_list(path: Path) -> list[str]:

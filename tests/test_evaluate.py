@@ -9,7 +9,6 @@ import warnings
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import degradations as D
 from pipeline import checkpoint

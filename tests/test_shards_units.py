@@ -7,7 +7,6 @@ import json
 import re
 import tarfile
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
