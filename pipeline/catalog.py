@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,8 +49,8 @@ class Catalog:
     severity: np.ndarray  # (N, 3) float32, columns in D.TIERS order (lq, mq, hq)
     score: np.ndarray  # (N, 3) float32, same columns
     sizes: np.ndarray  # (N, 2) int: width, height of the sample's images
-    # type -> tier -> [lo, hi] severity range the build drew from (None: out of reach); None without dataset.json
-    tier_ranges: dict[str, dict[str, list[float] | None]] | None = None
+    # dataset.json's "calibration" (metric, bands, per-type severity ranges); None without dataset.json
+    calibration: dict[str, Any] | None = None
 
     @property
     def samples(self) -> int:
@@ -85,9 +86,8 @@ def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
         table = pq.read_table(manifest, columns=_COLUMNS, filters=[("split", "=", split)])
         frame = table.to_pandas()
         urls = {path: str(root / path) for path in frame["shard"].unique()}
-        calibration = json.loads((root / "dataset.json").read_text()).get("calibration") or {}
-        ranges = {name: dict(curve["ranges"]) for name, curve in calibration.get("types", {}).items()} or None
-        return _catalog(frame, split, urls, str(root), ranges)
+        calibration = json.loads((root / "dataset.json").read_text()).get("calibration") or None
+        return _catalog(frame, split, urls, str(root), calibration)
     urls = [str(u) for u in source]
     if not urls:
         raise ValueError("the list of shard URLs is empty")
@@ -132,7 +132,7 @@ def _read_shard_manifest(tar_url: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _catalog(frame: pd.DataFrame, split: str, urls: dict[str, str], where: str, tier_ranges: dict | None = None) -> Catalog:
+def _catalog(frame: pd.DataFrame, split: str, urls: dict[str, str], where: str, calibration: dict[str, Any] | None = None) -> Catalog:
     if frame.empty:
         raise ValueError(f"{where} holds no samples in split {split!r}")
     unknown = set(frame["tier"].unique()) - set(D.TIERS)
@@ -166,5 +166,5 @@ def _catalog(frame: pd.DataFrame, split: str, urls: dict[str, str], where: str, 
         severity=severity.astype(np.float32),
         score=score.astype(np.float32),
         sizes=samples[["width", "height"]].to_numpy(dtype=np.int64),
-        tier_ranges=tier_ranges,
+        calibration=calibration,
     )

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import degradations as D
 from pipeline.catalog import Catalog, load_catalog
-from pipeline.epoch_plan import EpochPlan, PlanSpec, batches_per_epoch, check_spec, plan_epoch
-from pipeline.samples import MODES, SampleMaker, synth_ranges
+from pipeline.epoch_plan import PlanSpec, batches_per_epoch, check_spec, plan_epoch
+from pipeline.samples import MODES, SampleMaker, synth_scheme
 from pipeline.worker import PROBLEMS, REPLACED, BatchProducer
 
 DEFAULT_WINDOW = 256  # samples; rounded up to a multiple of the batch size
@@ -59,17 +59,32 @@ class LoaderConfig:
     augment: bool
 
 
-class _EpochBatches(IterableDataset):
-    """One epoch of one rank from batch `start` on; handed to the DataLoader's workers anew each epoch."""
+class _RankStream(IterableDataset):
+    """The rank's batches from a start position on, epoch after epoch, without end.
 
-    def __init__(self, catalog: Catalog, plan: EpochPlan, maker: SampleMaker, start: int) -> None:
+    The DataLoader's workers are started once and kept (persistent): they read
+    where to start from `start`, a shared (epoch, batch) pair the loader sets
+    before it (re)starts them, and go on into the next epoch by themselves, so
+    no epoch waits for workers to start or to fill up again. Worker w of W
+    makes the batches w, w + W, ... counted from the start across epoch ends,
+    which is the order the DataLoader takes them in.
+    """
+
+    def __init__(self, catalog: Catalog, spec: PlanSpec, rank: int, maker: SampleMaker) -> None:
         super().__init__()
-        self.catalog, self.plan, self.maker, self.start = catalog, plan, maker, start
+        self.catalog, self.spec, self.rank, self.maker = catalog, spec, rank, maker
+        self.start = torch.zeros(2, dtype=torch.int64).share_memory_()
 
     def __iter__(self) -> Iterator[dict[str, object]]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        return iter(BatchProducer(self.catalog, self.plan, self.maker, self.start, worker, workers))
+        epoch, batch = (int(v) for v in self.start.tolist())
+        made = 0  # batches of the stream before this epoch's first
+        while True:
+            plan = plan_epoch(self.catalog, self.spec, epoch, self.rank)
+            yield from BatchProducer(self.catalog, plan, self.maker, batch, (worker - made) % workers, workers)
+            made += plan.batches - batch
+            epoch, batch = epoch + 1, 0
 
 
 class StreamLoader:
@@ -87,11 +102,14 @@ class StreamLoader:
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.spec = PlanSpec(config.seed, config.world_size, config.batch_size, config.shuffle_window, config.types, config.weights, config.resampled)
         check_spec(catalog, self.spec)
-        ranges = synth_ranges(config.types, catalog.tier_ranges) if config.mode == "synth" else {}
-        self.maker = SampleMaker(catalog, config.mode, config.seed, config.crop, config.augment, ranges)
+        synth = synth_scheme(config.types, catalog.calibration) if config.mode == "synth" else None
+        self.maker = SampleMaker(catalog, config.mode, config.seed, config.crop, config.augment, synth)
         self.epoch, self.batches_done = _non_negative("epoch", epoch), 0
         self.skipped = 0
         self.problems: dict[str, str] = {}
+        self._stream = _RankStream(catalog, self.spec, rank, self.maker)
+        self._workers: DataLoader | None = None
+        self._batches: Iterator[dict[str, Any]] | None = None  # the workers' stream, at (epoch, batches_done)
 
     def __len__(self) -> int:
         return batches_per_epoch(self.catalog, self.spec)
@@ -99,34 +117,45 @@ class StreamLoader:
     def set_epoch(self, epoch: int) -> None:
         """Start `epoch` from its first batch; the current epoch keeps its position (so a restored loader resumes)."""
         if _non_negative("epoch", epoch) != self.epoch:
-            self.epoch, self.batches_done = epoch, 0
+            self.epoch, self.batches_done, self._batches = epoch, 0, None
+
+    def rewind(self, epoch: int = 0) -> None:
+        """Go to the first batch of `epoch`, wherever the loader stands (validation passes start alike)."""
+        self.epoch, self.batches_done, self._batches = _non_negative("epoch", epoch), 0, None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        plan = plan_epoch(self.catalog, self.spec, self.epoch, self.rank)
-        dataset = _EpochBatches(self.catalog, plan, self.maker, self.batches_done)
-        if self.num_workers == 0:
-            batches: Any = iter(dataset)
-        else:
-            batches = iter(
-                DataLoader(
-                    dataset,
-                    batch_size=None,
-                    num_workers=self.num_workers,
-                    pin_memory=self.pin_memory,
-                    persistent_workers=False,  # workers start with this epoch's plan
-                    in_order=True,  # batch i comes from worker i % W: the order does not depend on W
-                    # Not fork: a child forked while OpenCV's thread pool holds a lock hangs on its
-                    # first OpenCV call (seen here). Forkserver children fork from a clean server.
-                    multiprocessing_context=_worker_context(),
-                    worker_init_fn=_one_thread,
-                    generator=torch.Generator(),  # leave the caller's global RNG alone
-                )
-            )
-        for batch in batches:
+        batches = self._batches if self._batches is not None else self._restart()
+        self._batches = None  # until this epoch's batches are all taken or the caller stops between two
+        for _ in range(len(self) - self.batches_done):
+            batch = next(batches)
             self._note(batch.pop(REPLACED), batch.pop(PROBLEMS))
             self.batches_done += 1
+            self._batches = batches
             yield batch
+            self._batches = None
         self.epoch, self.batches_done = self.epoch + 1, 0
+        self._batches = batches
+
+    def _restart(self) -> Iterator[dict[str, Any]]:
+        """The stream from (epoch, batches_done): this process's own, or the workers' (started once, then reset)."""
+        self._stream.start[:] = torch.tensor([self.epoch, self.batches_done])
+        if self.num_workers == 0:
+            return iter(self._stream)
+        if self._workers is None:
+            self._workers = DataLoader(
+                self._stream,
+                batch_size=None,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=True,  # a later iter() resets them to the new start; see _RankStream
+                in_order=True,  # batch i comes from worker i % W: the order does not depend on W
+                # Not fork: a child forked while OpenCV's thread pool holds a lock hangs on its
+                # first OpenCV call (seen here). Forkserver children fork from a clean server.
+                multiprocessing_context=_worker_context(),
+                worker_init_fn=_one_thread,
+                generator=torch.Generator(),  # leave the caller's global RNG alone
+            )
+        return iter(self._workers)
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the stream; the same on every rank, so rank 0's copy restores them all."""
@@ -142,7 +171,7 @@ class StreamLoader:
         epoch, done = int(state["epoch"]), int(state["batches_done"])
         if not 0 <= done <= len(self):
             raise ValueError(f"the loader state says {done} batches done of an epoch of {len(self)}")
-        self.epoch, self.batches_done = _non_negative("epoch", epoch), done
+        self.epoch, self.batches_done, self._batches = _non_negative("epoch", epoch), done, None
 
     def _note(self, replaced: int, problems: list[tuple[str, str]]) -> None:
         self.skipped += replaced
@@ -198,8 +227,9 @@ def make_loader(
         0 turns shuffling off); default 256 rounded up to the batch size.
     augment: random crop boxes and flips; False gives the centre box.
 
-    Workers start from a forkserver, so a script iterating with num_workers > 0
-    needs the usual `if __name__ == "__main__":` guard, as with spawn.
+    Workers start once, from a forkserver, and are kept across epochs; a
+    script iterating with num_workers > 0 needs the usual
+    `if __name__ == "__main__":` guard, as with spawn.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")

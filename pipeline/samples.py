@@ -10,16 +10,17 @@ synthetic batch is reproducible from (seed, epoch).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
 import degradations as D
-from shards import decode
 from pipeline.catalog import Catalog
+from shards import decode
 
 MODES = ("pairs", "triplets", "tiers", "synth")
 # The member suffixes each mode reads; `tiers` reads all three and decodes the one drawn.
@@ -50,7 +51,7 @@ class SampleMaker:
     seed: int
     crop: int | None  # square side; None keeps the whole patch
     augment: bool  # random box and flips; False: centre box, no flips
-    synth_ranges: dict[str, tuple[tuple[str, float, float], ...]]  # type -> (tier, lo, hi) to draw from
+    synth: SynthScheme | None  # synth mode: what to draw and how to score it
 
     def make(self, sid: int, members: dict[str, bytes], epoch: int, repeat: int, tier: int = -1) -> Sample:
         """`tier` is the drawn tier in `tiers` mode. Raises ValueError for missing or undecodable members."""
@@ -88,33 +89,45 @@ class SampleMaker:
 
     def _synth(self, key: str, type_name: str, clean: np.ndarray, epoch: int, repeat: int) -> Sample:
         """The clean crop degraded afresh: a band drawn, a severity drawn in its calibrated range."""
+        assert self.synth is not None, "synth mode needs a SynthScheme"
         rng = D.rng(self.seed, epoch, "synth", key, repeat)
-        ranges = self.synth_ranges[type_name]
+        ranges = self.synth.ranges[type_name]
         _, lo, hi = ranges[int(rng.integers(len(ranges)))]
         severity = float(rng.uniform(lo, hi))
         clean = np.ascontiguousarray(clean)
         degraded, _ = D.degrade(clean, type_name, severity, seed=D.derive_seed(self.seed, epoch, "synth", key, repeat))
-        score = D.ssim(clean, degraded)
-        return Sample(key, type_name, {"lq": degraded, "hq": clean}, severity, score, D.TIERS.index(D.tier_of(score)))
+        score = D.quality_reference(self.synth.metric, clean)(degraded)
+        tier = D.tier_of(score, self.synth.metric, self.synth.bands)
+        return Sample(key, type_name, {"lq": degraded, "hq": clean}, severity, score, D.TIERS.index(tier))
 
 
-def synth_ranges(types: tuple[str, ...], calibrated: Mapping[str, Mapping[str, Sequence[float] | None]] | None) -> dict[str, tuple[tuple[str, float, float], ...]]:
-    """Per type, the degraded tiers it reaches and their severity ranges.
+@dataclass(frozen=True)
+class SynthScheme:
+    """How synth mode degrades and grades: per type the (tier, lo, hi) severity ranges to draw from,
+    and the metric and bands the build was tiered with, so synthetic tiers mean what stored ones do."""
 
-    `calibrated` is the build's record (type -> tier -> [lo, hi] or None);
-    None falls back to the calibration shipped with the engine.
-    """
-    if calibrated is None:
-        calibrated = {name: curve.ranges for name, curve in D.default_calibration().types.items()}
-    out = {}
+    ranges: dict[str, tuple[tuple[str, float, float], ...]]
+    metric: str
+    bands: dict[str, tuple[float, float]]
+
+
+def synth_scheme(types: tuple[str, ...], calibration: Mapping[str, Any] | None) -> SynthScheme:
+    """The scheme for `types` from a build's calibration record (dataset.json's "calibration":
+    metric, bands, type -> ranges); None falls back to the calibration shipped with the engine."""
+    if calibration is None:
+        calibration = D.default_calibration().to_dict()
+    metric = str(calibration["metric"])
+    bands = {t: (float(b[0]), float(b[1])) for t, b in calibration["bands"].items()}
+    curves = calibration["types"]
+    ranges = {}
     for name in types:
-        if name not in calibrated:
-            raise ValueError(f"synth mode: type {name!r} has no calibrated severity ranges (calibrated: {', '.join(sorted(calibrated))})")
-        reach = tuple((t, float(r[0]), float(r[1])) for t in SYNTH_TIERS if (r := calibrated[name].get(t)) is not None)
+        if name not in curves:
+            raise ValueError(f"synth mode: type {name!r} has no calibrated severity ranges (calibrated: {', '.join(sorted(curves))})")
+        reach = tuple((t, float(r[0]), float(r[1])) for t in SYNTH_TIERS if (r := curves[name]["ranges"].get(t)) is not None)
         if not reach:
             raise ValueError(f"synth mode: type {name!r} reaches none of the tiers {', '.join(SYNTH_TIERS)}")
-        out[name] = reach
-    return out
+        ranges[name] = reach
+    return SynthScheme(ranges, metric, bands)
 
 
 def _cut(image: np.ndarray, window: tuple[int, int, int, int, bool, bool]) -> np.ndarray:

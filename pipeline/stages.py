@@ -81,6 +81,9 @@ def build_restorer(cfg: Mapping[str, Any]) -> Restorer:
 
 
 def _batches(loader: Any, limit: int) -> Iterator[Mapping[str, Any]]:
+    """The first `limit` batches (0: all) of epoch 0: every validation sees the same ones."""
+    if hasattr(loader, "rewind"):
+        loader.rewind(0)
     for i, batch in enumerate(loader):
         if limit and i >= limit:
             break

@@ -129,7 +129,7 @@ class BatchProducer:
                 try:
                     sample = self.maker.make(sid, members, plan.epoch, int(plan.repeat[i]), -1 if tiers is None else int(tiers[n]))
                 except (ValueError, cv2.error) as err:
-                    self.problems.append((catalog.shard_urls[shard], f"sample {catalog.keys[sid]} is corrupt: {err}"))
+                    self.problems.append((catalog.shard_urls[shard], f"sample {catalog.keys[sid]} cannot be used: {err}"))
             samples.append(sample)
         filled, replaced = self._fill(samples, b)
         batch = collate(filled, self.maker.mode)

@@ -165,6 +165,39 @@ def test_resume_gives_the_remaining_batches_exactly(build):
         loader(root, batch_size=2).load_state_dict(state)
 
 
+def test_kept_workers_follow_the_position_across_epochs_breaks_and_jumps(build):
+    root, _ = build
+    bs = 3  # 41 // 3 = 13 batches: odd, so worker 0 of 2 starts the next epoch with batch 1, not 0
+    ref = {e: epoch_batches(loader(root, batch_size=bs, epoch=e)) for e in (0, 1, 4)}
+    assert len(ref[0]) % 2 == 1
+    ld = loader(root, batch_size=bs, num_workers=2)
+    taken = []
+    for batch in ld:  # the caller stops mid-epoch; the workers' prefetched batches stay due
+        taken.append(batch)
+        if len(taken) == 5:
+            break
+    assert same(taken + epoch_batches(ld), ref[0])
+    assert same(epoch_batches(ld), ref[1])  # on into epoch 1 without restarting the workers
+    ld.set_epoch(4)  # a jump restarts the workers at the new position
+    assert same(epoch_batches(ld), ref[4])
+    ld.load_state_dict({**ld.state_dict(), "epoch": 1, "batches_done": 6})  # so does a restored state
+    assert same(epoch_batches(ld), ref[1][6:])
+    next(iter(ld))
+    ld.rewind(0)  # and a rewind from mid-epoch
+    assert same(epoch_batches(ld), ref[0])
+
+
+def test_every_validation_pass_sees_the_same_batches(build):
+    from pipeline.stages import _batches
+
+    root, _ = build
+    ld = loader(root)
+    first = keys_of(list(_batches(ld, 2)))
+    assert keys_of(list(_batches(ld, 2))) == first  # not the two after them
+    list(ld)  # the loader moved on to another epoch
+    assert keys_of(list(_batches(ld, 0)))[:8] == first
+
+
 def test_crops_and_flips_aligned_across_tiers(build):
     root, _ = build
     boxes, flips = set(), set()
@@ -295,6 +328,28 @@ def test_synth_mode_reproducible_from_its_seed(build):
             lq = (batch["lq"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             assert batch["score"][i].item() == pytest.approx(D.ssim(clean, lq), abs=1e-5)
             assert int(batch["tier"][i]) == D.TIERS.index(D.tier_of(batch["score"][i].item()))
+
+
+def test_synth_mode_grades_with_the_builds_metric_and_ranges(build, tmp_path):
+    root, _ = build
+    psnr_build = tmp_path / "psnr"
+    shutil.copytree(root, psnr_build)
+    bands = {"hq": [40.0, float("inf")], "mq": [30.0, 40.0], "lq": [12.0, 30.0]}  # not the default PSNR bands
+    ranges = {"noise": {"hq": [0.0, 0.1], "mq": [0.3, 0.31], "lq": None}, "rain": {"hq": None, "mq": None, "lq": [0.8, 0.81]}}
+    record = {"format": "perceive-ir/shards", "calibration": {"metric": "psnr", "bands": bands, "types": {t: {"ranges": r} for t, r in ranges.items()}}}
+    (psnr_build / "dataset.json").write_text(json.dumps(record))
+    tiers = set()
+    for batch in epoch_batches(loader(psnr_build, mode="synth")):
+        for i, type_name in enumerate(batch["type"]):
+            lo, hi = ranges[type_name]["mq" if type_name == "noise" else "lq"]
+            assert lo <= batch["severity"][i].item() <= hi  # drawn in the build's ranges
+            clean, lq = ((batch[t][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for t in ("hq", "lq"))
+            score = batch["score"][i].item()
+            assert score == pytest.approx(D.psnr(clean, lq), rel=1e-5)
+            tier = D.tier_of(score, "psnr", {t: tuple(b) for t, b in bands.items()})
+            assert int(batch["tier"][i]) == D.TIERS.index(tier)
+            tiers.add(tier)
+    assert len(tiers) > 1
 
 
 def test_too_few_shards_is_an_error_unless_resampled(tmp_path):
