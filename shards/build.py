@@ -276,6 +276,10 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
     with _client(workers, scheduler, len(todo), Path(job.out)) as client:
         n = len(client.scheduler_info(n_workers=-1)["workers"])
         used = f"{n} worker{'s' if n != 1 else ''}" + (f" at {scheduler}" if scheduler else "")
+        # Shard k of every type cuts patches from the same photos: submitted together, they find
+        # them in the workers' photo caches (tasks start in submission order).
+        splits = {spec.split: i for i, spec in reversed(list(enumerate(todo)))}
+        todo = sorted(todo, key=lambda spec: (splits[spec.split], spec.index))
         futures = {
             client.submit(run_shard, spec, job, key=f"shard-{spec.split}-{type_dir(spec.type)}-{spec.index:06d}-{token}", retries=RETRIES): spec
             for spec in todo

@@ -2,11 +2,9 @@
 
 The tier of a stored image is measured, not assumed: per slot, a severity is
 drawn in the calibrated range of that tier, the patch is degraded and
-scored against the clean patch, and when the measured tier is off the
-severity interval is narrowed (too clean: raise its floor; too degraded:
-lower its ceiling) and a fresh draw tried. Calibration ranges hold for the
-mean photo; a flat sky or a busy texture can sit far from it, which is why
-the search exists. A patch that cannot reach a tier in `max_tries` draws is
+scored against the clean patch. Calibration ranges hold for the mean photo;
+a flat sky or a busy texture can sit far from it, which is why a search
+follows a miss (see `degraded_slot`). A patch that cannot reach a tier is
 skipped and reported, so every stored image has tier == tier_of(score).
 
 Every draw comes from generators seeded by (dataset seed, key, slot,
@@ -26,6 +24,10 @@ import degradations as D
 
 SLOTS = ("hq", "mq", "lq")  # member order in a shard: clean first
 _DIGITS = 6  # stored severities and scores are rounded to this many decimals
+# A patch too clean at severity 1 is tried again there (another seed, another random variant: a
+# motion blur where a Gaussian failed) only when its loss came within _NEAR of the band edge's.
+# Variants differ little (blur: within about 0.1 SSIM at severity 1), so farther misses stop at once.
+_NEAR = 0.8
 
 
 class SampleError(ValueError):
@@ -83,6 +85,11 @@ class Scorer:
         measure = D.quality_reference(self.metric, clean)
         return lambda degraded: round(measure(degraded), _DIGITS)
 
+    def loss(self, score: float) -> float:
+        """A score as a loss that is 0 for the clean image and grows with degradation: 1 - SSIM, or the
+        mean squared error (in units of 255^2) that a PSNR stands for. The search interpolates in it."""
+        return 1.0 - score if self.metric == "ssim" else 10.0 ** (-score / 10.0)
+
     def miss(self, score: float, tier: str) -> int:
         """0 when `score` lies in `tier`'s band; +1 when above it (too clean), -1 when below (too degraded).
 
@@ -116,46 +123,79 @@ def clean_slot(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> S
 def degraded_slot(
     patch: np.ndarray, type_name: str, tier: str, key: str, scorer: Scorer,
     score: Callable[[np.ndarray], float] | None = None,
+    measured: list[tuple[float, float]] | None = None,
 ) -> Slot:
-    """`patch` degraded by `type_name` into `tier`, by the bounded search above; SampleError if out of reach.
+    """`patch` degraded by `type_name` into `tier`; SampleError if out of its reach.
 
     The first severity is drawn in the calibrated range, so typical patches
-    follow the calibration. After a miss the draw moves to the bracket the
-    measurements allow, [highest too-clean severity, lowest too-degraded
-    one], which may leave the calibrated range: a dark patch may need far
-    less haze than the mean photo to fall to mq.
+    follow the calibration. After a miss the next severity is aimed at a
+    score drawn inside the band, by a safeguarded secant on this patch's own
+    measurements (`measured`, shared by the searches of a patch's tiers: the
+    lq search's tries tell the mq search where mq lies). It works in loss
+    space (1 - SSIM, or the MSE a PSNR stands for), where severity 0 has
+    loss 0 and loss grows with severity: interpolate between the strongest
+    try short of the target and the mildest one past it, or extrapolate
+    beyond the strongest. The step may leave the calibrated range (a dark
+    patch may need far less haze than the mean photo to fall to mq). A patch
+    still too clean at severity 1 is given up at once, or after more variants
+    at severity 1 when it came close, rather than after `max_tries` tries.
     """
     score = score or scorer.scores_against(patch)
+    measured = [] if measured is None else measured
     lo, hi = scorer.intervals[type_name][tier]
-    floor, ceiling = 0.0, 1.0  # the bracket: severity 0 is the clean image
+    band_lo, band_hi = scorer.bands[tier]
     draws = D.rng(scorer.seed, key, tier, "severity")
     tried = []
+    severity = round(float(draws.uniform(lo, hi)), _DIGITS)
     for attempt in range(scorer.max_tries):
-        severity = round(float(draws.uniform(lo, hi)), _DIGITS)
         out, recipe = D.degrade(patch, type_name, severity, seed=D.derive_seed(scorer.seed, key, tier, attempt))
-        measured = score(out)
-        miss = scorer.miss(measured, tier)
+        value = score(out)
+        miss = scorer.miss(value, tier)
         if miss == 0:
             record = {
                 "severity": severity,
-                "score": measured,
+                "score": value,
                 "psnr": _finite(round(D.psnr(patch, out), _DIGITS)),
                 "tier": tier,
                 "attempts": attempt + 1,
                 "recipe": recipe.to_dict(),
             }
+            measured.append((severity, scorer.loss(value)))
             return Slot(out, record)
-        tried.append(f"{severity:.3f}->{measured:.3f}")
-        if miss > 0:
-            floor = max(floor, severity)  # too clean: only stronger severities are left
-        else:
-            ceiling = min(ceiling, severity)  # too degraded
-        lo, hi = floor, max(floor, ceiling)
+        tried.append(f"{severity:.3f}->{value:.3f}")
+        measured.append((severity, scorer.loss(value)))
+        if miss > 0 and severity >= 1.0:
+            if scorer.loss(value) < _NEAR * scorer.loss(band_hi):
+                break  # too clean at the strongest severity, and not close: out of reach
+            continue  # severity 1 again: another seed draws another variant
+        # Aim inside the band, away from its edges, where a noisy estimate still lands in it.
+        target = scorer.loss(band_lo + (band_hi - band_lo) * float(draws.uniform(0.2, 0.8)))
+        severity = round(_next_severity(measured, target), _DIGITS)
     raise SampleError(
-        f"{type_name} could not bring this patch into tier {tier} in {scorer.max_tries} tries "
+        f"{type_name} could not bring this patch into tier {tier} in {len(tried)} tries "
         f"(severity->{scorer.metric}: {', '.join(tried)})",
         tier,
     )
+
+
+def _next_severity(measured: list[tuple[float, float]], target: float) -> float:
+    """The severity predicted to give loss `target` from the (severity, loss) tries so far."""
+    short = [(0.0, 0.0)] + [p for p in measured if p[1] < target]  # severity 0: the clean patch
+    past = [p for p in measured if p[1] >= target]
+    floor, floor_loss = max(short)  # the strongest try short of the target
+    ceiling, ceiling_loss = min(past) if past else (1.0, math.nan)  # the mildest one past it
+    if ceiling <= floor:  # the tries disagree (a random degradation is noisy): split the difference
+        return (floor + ceiling) / 2
+    if past and ceiling_loss > floor_loss:
+        guess = floor + (target - floor_loss) * (ceiling - floor) / (ceiling_loss - floor_loss)
+    else:  # extrapolate through the two strongest tries short of the target
+        (s0, l0), (s1, l1) = sorted(short)[-2:] if len(short) > 1 else ((0.0, 0.0), (floor, floor_loss))
+        slope = (l1 - l0) / (s1 - s0) if s1 > s0 else 0.0
+        # No measurable effect yet: go to the strongest severity allowed, which settles whether
+        # the tier is in reach at all, instead of creeping towards it.
+        guess = floor + (target - floor_loss) / slope if slope > 0 else ceiling
+    margin = 0.02 * (ceiling - floor)  # a step that does not move is a wasted try
+    return min(max(guess, floor + margin), ceiling - margin if past else 1.0)
 
 
 def make_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> dict[str, Slot]:
@@ -163,8 +203,9 @@ def make_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> d
     # lq first: it is the tier out of reach when one is (blur, haze on flat patches), and
     # finding that out first saves the mq search of a sample that would be dropped anyway.
     score = scorer.scores_against(patch)
-    lq = degraded_slot(patch, type_name, "lq", key, scorer, score)
-    mq = degraded_slot(patch, type_name, "mq", key, scorer, score)
+    measured: list[tuple[float, float]] = []
+    lq = degraded_slot(patch, type_name, "lq", key, scorer, score, measured)
+    mq = degraded_slot(patch, type_name, "mq", key, scorer, score, measured)
     return {"hq": clean_slot(patch, type_name, key, scorer), "mq": mq, "lq": lq}
 
 

@@ -1,8 +1,8 @@
 """One dask task: make every sample of one shard, write its tar, then its parquet manifest.
 
-The task holds one photo and one sample in memory at a time (members are
-streamed into the tar) and returns only counts, so a worker's memory is
-bounded by a shard whatever the build's size. The parquet is written after
+The task holds one sample in memory at a time (members are streamed into
+the tar) and returns only counts; with the worker's bounded cache of recent
+photos, a worker's memory is bounded whatever the build's size. The parquet is written after
 the tar is in place: its presence marks the shard done.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,24 +47,41 @@ class ShardResult:
 
 
 class _PhotoCache:
-    """The last photo loaded: a shard's samples are sorted by key, so one photo's patches are adjacent."""
+    """Photos this worker process loaded lately, most recent last, up to `budget` bytes (at least one).
 
-    def __init__(self, max_pixels: int) -> None:
-        self.max_pixels = max_pixels
-        self._id: str | None = None
-        self._value: np.ndarray | BadImage | None = None
+    A shard's samples are sorted by key, so one photo's patches are adjacent,
+    and the build submits shard k of every type one after the other: they cut
+    patches from the same photos, which are then decoded once per worker
+    rather than once per type. Process-wide because each shard is its own task.
+    """
 
-    def get(self, spec: SampleSpec) -> np.ndarray:
-        if spec.source.id != self._id:
-            self._id = spec.source.id
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._photos: OrderedDict[tuple[str, int], np.ndarray | BadImage] = OrderedDict()
+
+    def get(self, spec: SampleSpec, max_pixels: int) -> np.ndarray:
+        key = (spec.source.id, max_pixels)
+        value = self._photos.get(key)
+        if value is None:
             try:
-                self._value = spec.source.load(self.max_pixels)
+                value = spec.source.load(max_pixels)
             except BadImage as err:
-                self._value = err
-        if isinstance(self._value, BadImage):
-            raise self._value
-        assert self._value is not None
-        return self._value
+                value = err.with_traceback(None)  # kept: the frames it saw need not be
+            self._photos[key] = value
+            self._trim()
+        self._photos.move_to_end(key)
+        if isinstance(value, BadImage):
+            raise value
+        return value
+
+    def _trim(self) -> None:
+        held = sum(v.nbytes for v in self._photos.values() if isinstance(v, np.ndarray))
+        while held > self.budget and len(self._photos) > 1:
+            _, old = self._photos.popitem(last=False)
+            held -= old.nbytes if isinstance(old, np.ndarray) else 0
+
+
+_PHOTOS = _PhotoCache(256 * 2**20)
 
 
 def run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
@@ -71,13 +89,12 @@ def run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     cv2.setNumThreads(1)  # one worker process per core: OpenCV's own threads would only contend
     out = Path(job.out)
     (out / spec.tar).parent.mkdir(parents=True, exist_ok=True)
-    photos = _PhotoCache(job.max_pixels)
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     with shard_writer(out / spec.tar) as add:
         for sample in spec.samples:
             try:
-                members, sample_rows = _make_sample(photos.get(sample), sample, spec, job)
+                members, sample_rows = _make_sample(_PHOTOS.get(sample, job.max_pixels), sample, spec, job)
             except BadImage as err:  # the photo is unusable (unreadable, or smaller than the patch)
                 errors.append(_error(sample, spec, str(err)))
                 continue

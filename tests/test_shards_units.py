@@ -15,7 +15,7 @@ from PIL import Image
 
 import degradations as D
 import shards
-from shards.sample import SampleError, Scorer, degraded_slot, make_slots, patch_box, search_intervals
+from shards.sample import SampleError, Scorer, _next_severity, degraded_slot, make_slots, patch_box, search_intervals
 from shards.tarwriter import shard_writer
 
 
@@ -110,9 +110,24 @@ def test_degraded_slots_land_in_their_tier_band():
 
 def test_a_patch_that_cannot_reach_a_tier_is_a_sample_error():
     flat = np.full((96, 96, 3), 128, np.uint8)  # blur leaves a flat patch untouched: it stays hq
-    with pytest.raises(SampleError, match="into tier mq in 3 tries") as caught:
+    with pytest.raises(SampleError, match=r"into tier mq in [123] tries") as caught:
         degraded_slot(flat, "blur", "mq", "flat", scorer(tries=3))
     assert caught.value.tier == "mq"
+
+
+def test_a_patch_too_clean_at_severity_one_is_given_up_before_max_tries():
+    flat = np.full((96, 96, 3), 128, np.uint8)
+    with pytest.raises(SampleError, match=r"in [1-7] tries .*1\.000->1\.000\)$"):
+        degraded_slot(flat, "blur", "mq", "flat", scorer(tries=8))
+
+
+def test_next_severity_interpolates_extrapolates_and_stays_in_the_bracket():
+    assert _next_severity([(0.2, 0.1), (0.6, 0.5)], 0.3) == pytest.approx(0.4)  # between the tries
+    assert _next_severity([(0.25, 0.05)], 0.1) == pytest.approx(0.5)  # on the line from severity 0
+    assert _next_severity([(0.5, 0.1)], 0.3) == 1.0  # past severity 1: severity 1
+    assert _next_severity([(0.6, 0.1), (0.4, 0.5)], 0.3) == pytest.approx(0.5)  # tries that disagree
+    guess = _next_severity([(0.2, 0.1), (0.21, 0.5)], 0.11)  # never the severity already tried
+    assert 0.2 < guess < 0.21
 
 
 def test_search_starts_above_mq_where_calibration_says_lq_is_out_of_reach():
