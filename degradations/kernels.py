@@ -10,6 +10,7 @@ import math
 
 import cv2
 import numpy as np
+import scipy.fft
 
 _SUBPIXEL = 4  # cv2 drawing shift: coordinates in 1/16 pixel
 
@@ -99,7 +100,36 @@ def trajectory_kernel(
 
 def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Convolve a uint8 RGB image with a normalised 2-D kernel (mirrored borders)."""
-    return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+    if kernel.size <= _DIRECT_MAX:
+        return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+    out = correlate(image.astype(np.float32), kernel, cv2.BORDER_REFLECT_101)
+    return np.clip(np.rint(out, out=out), 0, 255, out=out).astype(np.uint8)  # rint: cv2's rounding
+
+
+# Kernels up to this many taps are applied directly by cv2.filter2D; larger ones through one FFT.
+_DIRECT_MAX = 11 * 11
+
+
+def correlate(image: np.ndarray, kernel: np.ndarray, border: int) -> np.ndarray:
+    """float32 H x W (x C) `image` correlated with `kernel`, its anchor at the centre, borders
+    extended by OpenCV's `border` mode: what cv2.filter2D computes, to float rounding.
+
+    Small kernels go to cv2.filter2D. Large ones (blur and streak kernels span 13-60 px) go through
+    one real FFT of the whole padded image (scipy's pocketfft, in float32): 2-4x faster here than
+    cv2.filter2D, whose DFT path works tile by tile (benchmarks/degradations.py times the types).
+    """
+    if kernel.size <= _DIRECT_MAX:
+        return cv2.filter2D(image, cv2.CV_32F, kernel, borderType=border)
+    kh, kw = kernel.shape
+    top, left = kh // 2, kw // 2
+    padded = cv2.copyMakeBorder(image, top, kh - 1 - top, left, kw - 1 - left, border)
+    shape = (scipy.fft.next_fast_len(padded.shape[0], real=True), scipy.fft.next_fast_len(padded.shape[1], real=True))
+    spectrum = scipy.fft.rfft2(padded, shape, axes=(0, 1))
+    taps = scipy.fft.rfft2(np.ascontiguousarray(kernel[::-1, ::-1], dtype=np.float32), shape)  # correlation
+    spectrum *= taps if spectrum.ndim == 2 else taps[:, :, None]
+    full = scipy.fft.irfft2(spectrum, shape, axes=(0, 1))
+    h, w = image.shape[:2]
+    return np.ascontiguousarray(full[kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w])
 
 
 def particle_seeds(rng: np.random.Generator, shape: tuple[int, int], density: float) -> np.ndarray:

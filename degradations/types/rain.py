@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_range
-from degradations.kernels import line_kernel, particle_seeds, screen
+from degradations.kernels import correlate, line_kernel, particle_seeds, screen
 from degradations.registry import register
 
 
@@ -18,7 +18,7 @@ def streak_layer(
 ) -> np.ndarray:
     """Sparse seeds convolved with a streak kernel and softened: one rain layer, float32, peak about 1."""
     seeds = particle_seeds(rng, shape, density)
-    layer = cv2.filter2D(seeds, -1, line_kernel(length, angle, width), borderType=cv2.BORDER_CONSTANT)
+    layer = correlate(seeds, line_kernel(length, angle, width), cv2.BORDER_CONSTANT)
     if blur > 0:
         layer = cv2.GaussianBlur(layer, (0, 0), sigmaX=blur)
     return layer
