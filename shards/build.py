@@ -36,7 +36,7 @@ from shards.manifest import merge_manifests, read_shard_errors, write_errors
 from shards.plan import ShardSpec, make_plan
 from shards.report import Report, read_tables
 from shards.sample import Scorer, search_intervals
-from shards.shard import ShardJob, ShardResult, run_shard
+from shards.shard import ShardJob, ShardResult, forget_photos, run_shard
 from shards.sources import Source, list_sources
 from shards.tarwriter import TEMP_SUFFIX, atomic_output
 
@@ -296,6 +296,7 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
                 bar.update(len(spec.samples))
                 bar.set_postfix(errors=errors, refresh=False)
                 future.release()
+        client.run(forget_photos)  # a long-lived cluster's workers need not keep this build's photos
     if failures:
         raise BuildError(
             f"{len(failures)} of {len(todo)} shards failed after {RETRIES} retries (first: {failures[0]}); "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from shards.codec import Codec
 from shards.manifest import write_shard_manifest
 from shards.plan import SampleSpec, ShardSpec
 from shards.sample import SLOTS, Scorer, make_slots, patch_box
-from shards.sources import BadImage
+from shards.sources import BadImage, Source
 from shards.tarwriter import shard_writer
 
 
@@ -52,27 +54,37 @@ class _PhotoCache:
     A shard's samples are sorted by key, so one photo's patches are adjacent,
     and the build submits shard k of every type one after the other: they cut
     patches from the same photos, which are then decoded once per worker
-    rather than once per type. Process-wide because each shard is its own task.
+    rather than once per type. Process-wide because each shard is its own
+    task; keyed by the file's path, size and mtime, so a long-lived worker
+    never serves an edited photo, or another build's photo of the same name.
     """
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self._photos: OrderedDict[tuple[str, int], np.ndarray | BadImage] = OrderedDict()
+        self._photos: OrderedDict[tuple[Any, ...], np.ndarray | BadImage] = OrderedDict()
+        self._lock = threading.Lock()  # a foreign cluster may run several tasks per worker process
 
-    def get(self, spec: SampleSpec, max_pixels: int) -> np.ndarray:
-        key = (spec.source.id, max_pixels)
-        value = self._photos.get(key)
+    def get(self, source: Source, max_pixels: int) -> np.ndarray:
+        key = (source.id if source.path is None else source.path, _stamp(source.path), max_pixels)
+        with self._lock:
+            value = self._photos.get(key)
+            if value is not None:
+                self._photos.move_to_end(key)
         if value is None:
             try:
-                value = spec.source.load(max_pixels)
+                value = source.load(max_pixels)
             except BadImage as err:
                 value = err.with_traceback(None)  # kept: the frames it saw need not be
-            self._photos[key] = value
-            self._trim()
-        self._photos.move_to_end(key)
+            with self._lock:
+                self._photos[key] = value
+                self._trim()
         if isinstance(value, BadImage):
             raise value
         return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._photos.clear()
 
     def _trim(self) -> None:
         held = sum(v.nbytes for v in self._photos.values() if isinstance(v, np.ndarray))
@@ -81,7 +93,22 @@ class _PhotoCache:
             held -= old.nbytes if isinstance(old, np.ndarray) else 0
 
 
+def _stamp(path: str | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # load reports it
+    return st.st_size, st.st_mtime_ns
+
+
 _PHOTOS = _PhotoCache(256 * 2**20)
+
+
+def forget_photos() -> None:
+    """Free this process's photo cache (run on every worker when a build ends)."""
+    _PHOTOS.clear()
 
 
 def run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
@@ -94,7 +121,7 @@ def run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     with shard_writer(out / spec.tar) as add:
         for sample in spec.samples:
             try:
-                members, sample_rows = _make_sample(_PHOTOS.get(sample, job.max_pixels), sample, spec, job)
+                members, sample_rows = _make_sample(_PHOTOS.get(sample.source, job.max_pixels), sample, spec, job)
             except BadImage as err:  # the photo is unusable (unreadable, or smaller than the patch)
                 errors.append(_error(sample, spec, str(err)))
                 continue

@@ -230,3 +230,34 @@ def test_build_with_composite_type_custom_calibration_and_lossy_codec(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert shards.inspect(out).samples == result.report.samples
+
+
+# --- the workers' photo cache ---------------------------------------------------------------------
+
+
+def test_photo_cache_serves_the_current_file_and_stays_in_budget(tmp_path):
+    from shards.shard import _PhotoCache
+    from shards.sources import BadImage, Source
+
+    def write(path, value, side=32):
+        Image.fromarray(np.full((side, side, 3), value, np.uint8)).save(path)
+
+    cache = _PhotoCache(budget=3 * 32 * 32 * 3)  # three 32 px photos, not two of them and a 33 px one
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write(tmp_path / "a" / "p.png", 10)
+    write(tmp_path / "b" / "p.png", 200)
+    first, other = Source("p.png", str(tmp_path / "a" / "p.png")), Source("p.png", str(tmp_path / "b" / "p.png"))
+    assert cache.get(first, 10**6)[0, 0, 0] == 10
+    assert cache.get(first, 10**6) is cache.get(first, 10**6)  # decoded once
+    assert cache.get(other, 10**6)[0, 0, 0] == 200  # the same id in another build's folder
+    write(tmp_path / "a" / "p.png", 90, side=33)  # edited in place: another size and mtime
+    assert cache.get(first, 10**6)[0, 0, 0] == 90
+    assert len(cache._photos) == 2  # the oldest went when the budget was exceeded
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    bad = Source("bad.png", str(tmp_path / "bad.png"))
+    for _ in range(2):  # an unusable photo is remembered as such
+        with pytest.raises(BadImage):
+            cache.get(bad, 10**6)
+    cache.clear()
+    assert not cache._photos
