@@ -70,9 +70,9 @@ class _RankStream(IterableDataset):
     which is the order the DataLoader takes them in.
     """
 
-    def __init__(self, catalog: Catalog, spec: PlanSpec, rank: int, maker: SampleMaker) -> None:
+    def __init__(self, catalog: Catalog, spec: PlanSpec, rank: int, maker: SampleMaker, cache_dir: str | None) -> None:
         super().__init__()
-        self.catalog, self.spec, self.rank, self.maker = catalog, spec, rank, maker
+        self.catalog, self.spec, self.rank, self.maker, self.cache_dir = catalog, spec, rank, maker, cache_dir
         self.start = torch.zeros(2, dtype=torch.int64).share_memory_()
 
     def __iter__(self) -> Iterator[dict[str, object]]:
@@ -82,7 +82,9 @@ class _RankStream(IterableDataset):
         made = 0  # batches of the stream before this epoch's first
         while True:
             plan = plan_epoch(self.catalog, self.spec, epoch, self.rank)
-            yield from BatchProducer(self.catalog, plan, self.maker, batch, (worker - made) % workers, workers)
+            yield from BatchProducer(
+                self.catalog, plan, self.maker, batch, (worker - made) % workers, workers, self.cache_dir
+            )
             made += plan.batches - batch
             epoch, batch = epoch + 1, 0
 
@@ -97,7 +99,10 @@ class StreamLoader:
     was wrong with it (each is warned about once).
     """
 
-    def __init__(self, catalog: Catalog, config: LoaderConfig, rank: int, num_workers: int, pin_memory: bool, epoch: int) -> None:
+    def __init__(
+        self, catalog: Catalog, config: LoaderConfig, rank: int, num_workers: int, pin_memory: bool, epoch: int,
+        cache_dir: str | None = None,
+    ) -> None:
         self.catalog, self.config, self.rank = catalog, config, rank
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.spec = PlanSpec(config.seed, config.world_size, config.batch_size, config.shuffle_window, config.types, config.weights, config.resampled)
@@ -107,7 +112,7 @@ class StreamLoader:
         self.epoch, self.batches_done = _non_negative("epoch", epoch), 0
         self.skipped = 0
         self.problems: dict[str, str] = {}
-        self._stream = _RankStream(catalog, self.spec, rank, self.maker)
+        self._stream = _RankStream(catalog, self.spec, rank, self.maker, cache_dir)
         self._workers: DataLoader | None = None
         self._batches: Iterator[dict[str, Any]] | None = None  # the workers' stream, at (epoch, batches_done)
 
@@ -210,6 +215,7 @@ def make_loader(
     epoch: int = 0,
     augment: bool = True,
     pin_memory: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> StreamLoader:
     """A loader over the shards of `split` for this rank.
 
@@ -226,6 +232,9 @@ def make_loader(
     shuffle_window: samples shuffled together (a multiple of batch_size;
         0 turns shuffling off); default 256 rounded up to the batch size.
     augment: random crop boxes and flips; False gives the centre box.
+    cache_dir: remote shards are downloaded there once per machine and read
+        from disk, instead of being streamed by every worker of every rank
+        (local shards are read in place). Never evicted; Unix file locks.
 
     Workers start once, from a forkserver, and are kept across epochs; a
     script iterating with num_workers > 0 needs the usual
@@ -254,7 +263,7 @@ def make_loader(
         )
     _check_sizes(catalog, crop, mode, names)
     config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment)
-    return StreamLoader(catalog, config, rank, num_workers, pin_memory, epoch)
+    return StreamLoader(catalog, config, rank, num_workers, pin_memory, epoch, None if cache_dir is None else str(cache_dir))
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:

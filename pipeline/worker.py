@@ -3,8 +3,9 @@
 Worker w of W makes batches start + w, start + w + W, ... of the rank's
 epoch plan; torch's DataLoader takes batch i from worker i % W in order, so
 the stream is the same for any W. Every worker reads the rank's shards
-(bytes are cheap) but decodes only the samples of its own batches (decoding
-is what costs).
+(bytes are cheap; remote shards are downloaded once per machine when the
+loader has a cache directory) but decodes only the samples of its own
+batches (decoding is what costs).
 
 Reading is forward only: one reader per degradation type walks that type's
 visits in reading order and keeps the member bytes it met before they were
@@ -36,14 +37,20 @@ REPLACED, PROBLEMS = "_replaced", "_problems"
 class _TypeReader:
     """Forward-only reader of one type's visits, for the positions one worker needs."""
 
-    def __init__(self, catalog: Catalog, plan: EpochPlan, positions: np.ndarray, suffixes: tuple[str, ...], problems: list[tuple[str, str]]) -> None:
-        self.catalog, self.plan, self.suffixes, self.problems = catalog, plan, suffixes, problems
+    def __init__(
+        self, catalog: Catalog, plan: EpochPlan, positions: np.ndarray, suffixes: tuple[str, ...],
+        problems: list[tuple[str, str]], cache_dir: str | None,
+    ) -> None:
+        self.catalog, self.plan, self.suffixes, self.problems, self.cache_dir = catalog, plan, suffixes, problems, cache_dir
         self.queue = positions[np.argsort(plan.read_order[positions], kind="stable")].tolist()
         self.next = 0
         self.by_visit: dict[int, list[int]] = {}
         for i in self.queue:
             self.by_visit.setdefault(int(plan.visit[i]), []).append(i)
         self.stash: dict[int, dict[str, bytes] | None] = {}
+        # Every position ever stashed, fetched or not: a lost visit resolves positions the walk
+        # through the queue has not reached yet, and they may be fetched before it gets there.
+        self.resolved: set[int] = set()
         self.visit = -1
         self.samples: Generator[tuple[str, dict[str, bytes]], None, None] | None = None
         self.wanted: dict[str, int] = {}
@@ -53,7 +60,7 @@ class _TypeReader:
         while i not in self.stash:
             k = self.queue[self.next]
             self.next += 1
-            if k not in self.stash:
+            if k not in self.resolved:
                 self._read(k)
         return self.stash.pop(i)
 
@@ -66,7 +73,7 @@ class _TypeReader:
         visit = int(self.plan.visit[k])
         if visit != self.visit:
             self._open(visit)
-        while k not in self.stash:
+        while k not in self.resolved:
             try:
                 key, members = next(self.samples)  # type: ignore[arg-type]  (open while wanted)
             except StopIteration:
@@ -76,29 +83,36 @@ class _TypeReader:
             else:
                 pos = self.wanted.pop(key, None)
                 if pos is not None:
-                    self.stash[pos] = members
+                    self._resolve(pos, members)
 
     def _open(self, visit: int) -> None:
         self.close()
         self.visit = visit
         keys = self.catalog.keys
-        self.wanted = {keys[self.plan.sample[i]]: i for i in self.by_visit[visit] if i not in self.stash}
+        self.wanted = {keys[self.plan.sample[i]]: i for i in self.by_visit[visit] if i not in self.resolved}
         url = self.catalog.shard_urls[int(self.plan.visit_shard[visit])]
-        self.samples = read_samples(url, self.wanted, self.suffixes)
+        self.samples = read_samples(url, self.wanted, self.suffixes, self.cache_dir)
 
     def _lose(self, reason: str) -> None:
         url = self.catalog.shard_urls[int(self.plan.visit_shard[self.visit])]
         self.problems.append((url, f"{reason} ({len(self.wanted)} samples missing)"))
         for i in self.wanted.values():
-            self.stash[i] = None
+            self._resolve(i, None)
         self.wanted = {}
         self.close()
+
+    def _resolve(self, i: int, members: dict[str, bytes] | None) -> None:
+        self.stash[i] = members
+        self.resolved.add(i)
 
 
 class BatchProducer:
     """The batches of one worker, in order, as dicts ready for the DataLoader."""
 
-    def __init__(self, catalog: Catalog, plan: EpochPlan, maker: SampleMaker, start: int, worker: int, workers: int) -> None:
+    def __init__(
+        self, catalog: Catalog, plan: EpochPlan, maker: SampleMaker, start: int, worker: int, workers: int,
+        cache_dir: str | None = None,
+    ) -> None:
         self.catalog, self.plan, self.maker = catalog, plan, maker
         self.batches = range(start + worker, plan.batches, workers)
         self.problems: list[tuple[str, str]] = []
@@ -106,7 +120,7 @@ class BatchProducer:
         mine = np.concatenate([np.arange(b * plan.batch_size, (b + 1) * plan.batch_size) for b in self.batches] or [np.empty(0, np.int64)])
         shard_type = catalog.shard_type[plan.visit_shard[plan.visit[mine]]] if len(mine) else np.empty(0, np.int64)
         suffixes = MODE_TIERS[maker.mode]
-        self.readers = {int(t): _TypeReader(catalog, plan, mine[shard_type == t], suffixes, self.problems) for t in np.unique(shard_type)}
+        self.readers = {int(t): _TypeReader(catalog, plan, mine[shard_type == t], suffixes, self.problems, cache_dir) for t in np.unique(shard_type)}
 
     def __iter__(self) -> Iterator[dict[str, object]]:
         try:

@@ -377,6 +377,38 @@ def test_url_list_source_matches_the_root(build, monkeypatch):
     assert same(epoch_batches(from_env), epoch_batches(loader(root, rank=1, world_size=2)))
 
 
+def test_cache_dir_downloads_each_remote_shard_once_per_machine(build, tmp_path):
+    root, _ = build
+    tars = sorted(str(p) for p in root.glob("train/*/*.tar"))
+    log = tmp_path / "fetches.log"
+    fetch = tmp_path / "fetch.sh"  # a stand-in for `aws s3 cp`: logs what it streams
+    fetch.write_text(f'echo "$1" >> {log}\ncat "$1"\n')
+    urls = [f"pipe:sh {fetch} {t}" for t in tars]  # the manifest beside each: pipe:sh fetch.sh X.parquet
+
+    def downloads() -> list[str]:
+        return [line for line in log.read_text().split() if line.endswith(".tar")]
+
+    ref = [epoch_batches(loader(root, rank=r, world_size=2)) for r in (0, 1)]
+    assert same(epoch_batches(loader(urls, rank=0, world_size=2, num_workers=2)), ref[0])
+    assert len(downloads()) > len(set(downloads()))  # without a cache, both workers stream the rank's shards
+    log.unlink()
+    cache = tmp_path / "cache"
+    for rank in (0, 1):  # two ranks and two workers each on one machine
+        assert same(epoch_batches(loader(urls, rank=rank, world_size=2, num_workers=2, cache_dir=cache)), ref[rank])
+    assert sorted(downloads()) == sorted(set(downloads())) == sorted(tars)  # each shard once
+    assert len(list(cache.glob("*.tar"))) == len(tars) and not list(cache.glob("*.tmp*"))
+    epoch_batches(loader(urls, cache_dir=cache))
+    assert len(downloads()) == len(tars)  # a later run reads the cache
+    cut = tmp_path / "cut.sh"  # a download that breaks off with an error
+    cut.write_text('case "$1" in *.tar) head -c 5000 "$1"; exit 1;; *) cat "$1";; esac\n')
+    broken = [f"pipe:sh {cut} {t}" if i == 0 else u for i, (t, u) in enumerate(zip(tars, urls))]
+    ld = make_loader(broken, mode="triplets", batch_size=4, crop=CROP, num_workers=0, rank=0, world_size=1, seed=5,
+                     cache_dir=tmp_path / "cache2")
+    with pytest.warns(ShardProblemWarning):
+        assert len(epoch_batches(ld)) == len(ref[0]) * 2  # a failed download is a damaged shard
+    assert ld.skipped > 0 and not [p for p in (tmp_path / "cache2").iterdir() if not p.name.endswith((".tar", ".lock"))]
+
+
 def test_url_list_refuses_repeats_and_shards_of_two_builds(build, tmp_path):
     root, _ = build
     tars = sorted(root.glob("train/*/*.tar"))
