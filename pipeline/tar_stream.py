@@ -14,7 +14,6 @@ JSON is never needed, nothing is unpickled.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import re
 import shutil
@@ -61,6 +60,8 @@ def cached(url: str, cache_dir: str | Path) -> str:
     base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(urlparse(url).path).name)[-60:] or "shard.tar"
     path = Path(cache_dir) / f"{hashlib.blake2b(url.encode(), digest_size=8).hexdigest()}-{base}"
     if not path.is_file():
+        import fcntl  # Unix only, and only needed with a cache
+
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_name(path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
