@@ -278,8 +278,10 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
         used = f"{n} worker{'s' if n != 1 else ''}" + (f" at {scheduler}" if scheduler else "")
         # Shard k of every type cuts patches from the same photos: submitted together, they find
         # them in the workers' photo caches (tasks start in submission order).
-        splits = {spec.split: i for i, spec in reversed(list(enumerate(todo)))}
-        todo = sorted(todo, key=lambda spec: (splits[spec.split], spec.index))
+        split_order: dict[str, int] = {}
+        for spec in todo:
+            split_order.setdefault(spec.split, len(split_order))
+        todo = sorted(todo, key=lambda spec: (split_order[spec.split], spec.index))  # stable: types in plan order
         futures = {
             client.submit(run_shard, spec, job, key=f"shard-{spec.split}-{type_dir(spec.type)}-{spec.index:06d}-{token}", retries=RETRIES): spec
             for spec in todo
