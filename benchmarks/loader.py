@@ -9,7 +9,8 @@ num_workers 0 and 2, times whole epochs of
   ours:     pipeline.make_loader(mode="triplets", crop=256, batch_size=8)
   baseline: a torch Dataset reading the three PNGs of a sample from the
             folders (OpenCV decode, the same crop and flips, per-sample
-            tensors) through a DataLoader(batch_size=8, shuffle=True)
+            tensors) through a DataLoader(batch_size=8, shuffle=True,
+            persistent_workers=True with workers)
 and the decode-only bound: cv2.imdecode of the same PNG bytes from memory
 in a loop, one core. Prints samples/s, ratio = ours / baseline at equal
 workers (target >= 1.0) and efficiency = ours / bound with num_workers 0
@@ -152,6 +153,7 @@ def main() -> None:
             dataset = LoosePngTriplets(work / "promptir", items, CROP)
             loader = DataLoader(
                 dataset, batch_size=BATCH, shuffle=True, drop_last=True, num_workers=workers,
+                persistent_workers=workers > 0,  # kept across epochs, as ours are
                 worker_init_fn=_one_thread if workers else None, generator=torch.Generator().manual_seed(0),
             )
             return lambda: samples_per_second(iter(loader) for _ in range(args.epochs + 1))

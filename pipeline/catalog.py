@@ -51,6 +51,9 @@ class Catalog:
     sizes: np.ndarray  # (N, 2) int: width, height of the sample's images
     # dataset.json's "calibration" (metric, bands, per-type severity ranges); None without dataset.json
     calibration: dict[str, Any] | None = None
+    # per shard, a digest of its manifest as read from a URL list ("" for a build root): names the
+    # shard's content, so a local cache of a rebuilt shard at the same URL is not taken for it
+    shard_versions: tuple[str, ...] = ()
 
     @property
     def samples(self) -> int:
@@ -95,7 +98,7 @@ def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
     if repeated:
         raise ValueError(f"shard URL listed more than once: {repeated[0]}")
     with ThreadPoolExecutor(_FETCHERS) as pool:  # remote manifests: latency, not bandwidth, is the cost
-        frames = list(pool.map(_read_shard_manifest, urls))
+        frames, digests = zip(*pool.map(_read_shard_manifest, urls))
     by_path: dict[str, str] = {}
     for url, frame in zip(urls, frames):
         for path in frame["shard"].unique():
@@ -110,7 +113,7 @@ def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
     frame = frame[frame["split"] == split]
     if frame.empty:
         raise ValueError(f"none of the {len(urls)} shards holds split {split!r} (they hold: {', '.join(held) or 'nothing'})")
-    return _catalog(frame, split, by_path, f"{len(urls)} shard URLs")
+    return _catalog(frame, split, by_path, f"{len(urls)} shard URLs", versions=dict(zip(urls, digests)))
 
 
 def manifest_url(tar_url: str) -> str:
@@ -121,7 +124,8 @@ def manifest_url(tar_url: str) -> str:
     return f"{head}.parquet{tail}"
 
 
-def _read_shard_manifest(tar_url: str) -> pd.DataFrame:
+def _read_shard_manifest(tar_url: str) -> tuple[pd.DataFrame, str]:
+    """The shard's manifest rows, and a digest of its bytes."""
     url = manifest_url(tar_url)
     try:
         with open_url(url) as stream:
@@ -129,10 +133,13 @@ def _read_shard_manifest(tar_url: str) -> pd.DataFrame:
         table = pq.read_table(io.BytesIO(data), columns=_COLUMNS)
     except (OSError, ValueError, pa.ArrowException) as err:
         raise ValueError(f"cannot read the manifest of shard {tar_url} at {url}: {err}") from err
-    return table.to_pandas()
+    return table.to_pandas(), hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def _catalog(frame: pd.DataFrame, split: str, urls: dict[str, str], where: str, calibration: dict[str, Any] | None = None) -> Catalog:
+def _catalog(
+    frame: pd.DataFrame, split: str, urls: dict[str, str], where: str,
+    calibration: dict[str, Any] | None = None, versions: dict[str, str] | None = None,
+) -> Catalog:
     if frame.empty:
         raise ValueError(f"{where} holds no samples in split {split!r}")
     unknown = set(frame["tier"].unique()) - set(D.TIERS)
@@ -167,4 +174,5 @@ def _catalog(frame: pd.DataFrame, split: str, urls: dict[str, str], where: str, 
         score=score.astype(np.float32),
         sizes=samples[["width", "height"]].to_numpy(dtype=np.int64),
         calibration=calibration,
+        shard_versions=tuple((versions or {}).get(urls[p], "") for p in paths),
     )

@@ -107,6 +107,12 @@ class StreamLoader:
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.spec = PlanSpec(config.seed, config.world_size, config.batch_size, config.shuffle_window, config.types, config.weights, config.resampled)
         check_spec(catalog, self.spec)
+        if config.mode == "synth" and catalog.calibration is None:
+            warnings.warn(
+                "synth mode over shard URLs: without the build's dataset.json, severities and tiers come from "
+                "the calibration shipped with the engine (SSIM bands); give the build root to use the build's own",
+                stacklevel=3,
+            )
         synth = synth_scheme(config.types, catalog.calibration) if config.mode == "synth" else None
         self.maker = SampleMaker(catalog, config.mode, config.seed, config.crop, config.augment, synth)
         self.epoch, self.batches_done = _non_negative("epoch", epoch), 0
@@ -129,10 +135,24 @@ class StreamLoader:
         self.epoch, self.batches_done, self._batches = _non_negative("epoch", epoch), 0, None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._batches is not None and not self._workers_alive():
+            self._drop_workers()  # one died while the caller held a batch (torch raised it there)
+            self._batches = None
         batches = self._batches if self._batches is not None else self._restart()
         self._batches = None  # until this epoch's batches are all taken or the caller stops between two
         for _ in range(len(self) - self.batches_done):
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except BaseException as err:
+                died = isinstance(err, Exception) and not self._workers_alive(timeout=1.0)
+                self._drop_workers()  # a worker died or raised: the next iteration starts fresh ones
+                if died and not isinstance(err, RuntimeError):
+                    # Fetching a dead worker's batch fails in the pipe (EOFError, ConnectionResetError).
+                    raise RuntimeError(
+                        f"a loader worker process died ({type(err).__name__}: {err}); "
+                        "iterate again to go on from this batch with new workers"
+                    ) from err
+                raise
             self._note(batch.pop(REPLACED), batch.pop(PROBLEMS))
             self.batches_done += 1
             self._batches = batches
@@ -161,6 +181,22 @@ class StreamLoader:
                 generator=torch.Generator(),  # leave the caller's global RNG alone
             )
         return iter(self._workers)
+
+    def _workers_alive(self, timeout: float = 0.0) -> bool:
+        """False once a kept worker has exited; waits up to `timeout` s for the news (a forkserver
+        child's exit reaches us through the server, a moment after the pipes to it break)."""
+        from multiprocessing.connection import wait
+
+        processes = getattr(getattr(self._workers, "_iterator", None), "_workers", None) or []
+        return not processes or not wait([p.sentinel for p in processes], timeout=timeout)
+
+    def _drop_workers(self) -> None:
+        """Shut the kept workers down. torch's reset of a persistent pool waits forever for a
+        worker that died (killed for memory, a crash in native code), so a failed pool is replaced."""
+        workers, self._workers = self._workers, None
+        iterator = getattr(workers, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the stream; the same on every rank, so rank 0's copy restores them all."""

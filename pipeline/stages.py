@@ -8,6 +8,7 @@ frozen stage-1 perceiver) + difficulty-adaptive perceptual losses.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -81,13 +82,11 @@ def build_restorer(cfg: Mapping[str, Any]) -> Restorer:
 
 
 def _batches(loader: Any, limit: int) -> Iterator[Mapping[str, Any]]:
-    """The first `limit` batches (0: all) of epoch 0: every validation sees the same ones."""
+    """The first `limit` batches (0: all) of epoch 0: a loader with `rewind` is rewound, so every
+    validation pass sees the same batches."""
     if hasattr(loader, "rewind"):
         loader.rewind(0)
-    for i, batch in enumerate(loader):
-        if limit and i >= limit:
-            break
-        yield batch
+    return itertools.islice(loader, limit or None)
 
 
 class PerceiverTask:
@@ -112,7 +111,8 @@ class PerceiverTask:
 def evaluate_perceiver(model: nn.Module, loader: Any, limit: int = 0) -> dict[str, float]:
     """Tier accuracy over every image of triplet batches (lq, mq and hq of each sample), and the
     Spearman correlation of the predicted quality with -severity (clean images count as
-    severity 0; higher is better, 1 is a perfect ranking)."""
+    severity 0; higher is better, 1 is a perfect ranking). Reads the first `limit` batches
+    (0: all) of epoch 0, rewinding a loader that has `rewind`."""
     device = next(model.parameters()).device
     correct = total = 0
     scores, severities = [], []
@@ -192,7 +192,8 @@ def _type_ids(types: list[str], device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_restorer(model: nn.Module, loader: Any, limit: int = 0) -> list[dict[str, float | str]]:
-    """PSNR / SSIM per type and tier of restored mq and lq inputs (triplet batches) against hq."""
+    """PSNR / SSIM per type and tier of restored mq and lq inputs (triplet batches) against hq.
+    Reads the first `limit` batches (0: all) of epoch 0, rewinding a loader that has `rewind`."""
     device = next(model.parameters()).device
     scores = RestorationScores()
     for batch in _batches(loader, limit):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import shutil
 import tarfile
 from collections.abc import Container, Generator
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 from shards import atomic_output
+from shards.tarwriter import TEMP_SUFFIX
 
 # Everything that a broken or truncated stream can raise while tarfile reads it.
 READ_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
@@ -45,34 +45,68 @@ def open_url(url: str) -> IO[bytes]:
     return fsspec.open(url, "rb").open()
 
 
-def cached(url: str, cache_dir: str | Path) -> str:
+class CacheError(RuntimeError):
+    """The local shard cache cannot be written (disk full, no permission): fatal, unlike a bad download."""
+
+
+def cached(url: str, cache_dir: str | Path, version: str = "") -> str:
     """A local copy of a remote `url` in `cache_dir`, downloaded once per machine.
 
     Every loader worker of every rank on the machine reads the shards of its
     rank; without a cache each would stream them. The first to ask downloads
-    the shard under an exclusive lock (to a temporary name, renamed when
-    complete); the others wait on the lock and find the file. Local URLs are
-    returned as they are. Nothing is ever evicted: the cache grows to the
-    shards read.
+    the shard under an exclusive lock (to a temporary name, checked to be a
+    complete tar, then renamed); the others wait on the lock and find the
+    file. `version` (a digest of the shard's manifest) is part of the name, so
+    a shard rebuilt at the same URL is downloaded afresh. Local URLs are
+    returned as they are. Nothing is evicted: the cache grows to the shards read.
     """
     if is_local(url):
         return url
     base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(urlparse(url).path).name)[-60:] or "shard.tar"
-    path = Path(cache_dir) / f"{hashlib.blake2b(url.encode(), digest_size=8).hexdigest()}-{base}"
-    if not path.is_file():
-        import fcntl  # Unix only, and only needed with a cache
+    digest = hashlib.blake2b(f"{url}\n{version}".encode(), digest_size=8).hexdigest()
+    path = Path(cache_dir) / f"{digest}-{base}"
+    if path.is_file():
+        return str(path)
+    import fcntl  # Unix only, and only needed with a cache
 
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-            if not path.is_file():
-                with atomic_output(path) as tmp, open_url(url) as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+        lock = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 (held across the download)
+    except OSError as err:
+        raise CacheError(f"cannot use the shard cache {path.parent}: {err}") from err
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if not path.is_file():
+            for stale in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):  # a download killed midway
+                stale.unlink(missing_ok=True)
+            with atomic_output(path) as tmp:
+                _download(url, tmp)
     return str(path)
 
 
+def _download(url: str, dest: Path) -> None:
+    """Copy `url` to `dest` and check it is a whole tar; errors reading the source propagate
+    as read errors (a damaged shard), errors writing `dest` as CacheError."""
+    with open_url(url) as src:
+        try:
+            dst = open(dest, "wb")  # noqa: SIM115
+        except OSError as err:
+            raise CacheError(f"cannot write the shard cache: {err}") from err
+        with dst:
+            while chunk := src.read(1 << 20):
+                try:
+                    dst.write(chunk)
+                except OSError as err:
+                    raise CacheError(f"cannot write the shard cache {dest.parent}: {err}") from err
+    size = dest.stat().st_size
+    with tarfile.open(dest, "r:") as tar:  # headers only: a download cut short fails here, not later
+        for member in tar:
+            if member.offset_data + member.size > size:
+                raise tarfile.ReadError(f"download of {url} ends inside member {member.name}")
+
+
 def read_samples(
-    url: str, wanted: Container[str], suffixes: Container[str], cache_dir: str | Path | None = None
+    url: str, wanted: Container[str], suffixes: Container[str], cache_dir: str | Path | None = None, version: str = ""
 ) -> Generator[tuple[str, dict[str, bytes]], None, None]:
     """Yield (key, {suffix: bytes}) for the samples of the tar at `url` whose key is in `wanted`.
 
@@ -80,14 +114,14 @@ def read_samples(
     A sample's members are adjacent (webdataset's convention); the key is the
     member name up to its first dot. Errors propagate to the caller, which
     decides what a truncated or unreadable shard means (a failed download
-    into `cache_dir` among them).
+    into `cache_dir` among them; a cached copy that fails to read is deleted,
+    to be downloaded again the next time it is needed).
     """
-    if cache_dir is not None:
-        url = cached(url, cache_dir)
-    stream = open_url(url)
+    local = cached(url, cache_dir, version) if cache_dir is not None else url
+    stream = open_url(local)
     try:
         # Seeking over unwanted members pays on a local disk; on object storage each seek would be a request.
-        with tarfile.open(fileobj=stream, mode="r:" if is_local(url) else "r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r:" if is_local(local) else "r|") as tar:
             key, members = None, {}
             for info in tar:
                 if not info.isfile():
@@ -108,6 +142,10 @@ def read_samples(
                     members[suffix.split(".", 1)[0]] = data
             if members:
                 yield key, members
+    except READ_ERRORS:
+        if local != url:
+            Path(local).unlink(missing_ok=True)  # the cached copy went bad: fetch it again next time
+        raise
     finally:
         _close_quietly(stream)
 

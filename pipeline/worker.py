@@ -90,8 +90,10 @@ class _TypeReader:
         self.visit = visit
         keys = self.catalog.keys
         self.wanted = {keys[self.plan.sample[i]]: i for i in self.by_visit[visit] if i not in self.resolved}
-        url = self.catalog.shard_urls[int(self.plan.visit_shard[visit])]
-        self.samples = read_samples(url, self.wanted, self.suffixes, self.cache_dir)
+        shard = int(self.plan.visit_shard[visit])
+        self.samples = read_samples(
+            self.catalog.shard_urls[shard], self.wanted, self.suffixes, self.cache_dir, self.catalog.shard_versions[shard]
+        )
 
     def _lose(self, reason: str) -> None:
         url = self.catalog.shard_urls[int(self.plan.visit_shard[self.visit])]

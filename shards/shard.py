@@ -61,7 +61,7 @@ class _PhotoCache:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self._photos: OrderedDict[tuple[Any, ...], np.ndarray | BadImage] = OrderedDict()
+        self._photos: OrderedDict[tuple[Any, ...], np.ndarray | str] = OrderedDict()  # str: why it is unusable
         self._lock = threading.Lock()  # a foreign cluster may run several tasks per worker process
 
     def get(self, source: Source, max_pixels: int) -> np.ndarray:
@@ -73,13 +73,14 @@ class _PhotoCache:
         if value is None:
             try:
                 value = source.load(max_pixels)
+                value.flags.writeable = False  # shared by every task that cuts patches from it
             except BadImage as err:
-                value = err.with_traceback(None)  # kept: the frames it saw need not be
+                value = str(err)  # the reason; a fresh BadImage is raised each time
             with self._lock:
                 self._photos[key] = value
                 self._trim()
-        if isinstance(value, BadImage):
-            raise value
+        if isinstance(value, str):
+            raise BadImage(value)
         return value
 
     def clear(self) -> None:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -196,3 +197,22 @@ def test_derived_seeds_differ_by_component():
     assert D.derive_seed(0, "key", "mq") == D.derive_seed(0, "key", "mq")
     assert D.derive_seed(0, "key", "mq") != D.derive_seed(0, "key", "lq")
     assert D.rng(1, "a").random() == D.rng(1, "a").random()
+
+
+def test_fft_correlation_matches_cv2_filter2d():
+    from degradations.kernels import convolve, correlate
+
+    rng = np.random.default_rng(4)
+    image = rng.random((40, 52, 3), dtype=np.float32) * 255
+    for shape in ((13, 17), (14, 12), (1, 60), (45, 3), (61, 61)):  # asymmetric, even, wider than the image
+        kernel = rng.random(shape, dtype=np.float32)
+        kernel /= kernel.sum()
+        for border in (cv2.BORDER_REFLECT_101, cv2.BORDER_CONSTANT):
+            for im in (image, np.ascontiguousarray(image[:, :, 0])):
+                want = cv2.filter2D(im, cv2.CV_32F, kernel, borderType=border)
+                got = correlate(im, kernel, border)
+                assert got.shape == want.shape and got.dtype == np.float32
+                assert np.abs(got - want).max() < 1e-2, (shape, border, im.ndim)
+        photo = D.builtin_photo("astronaut")[:64, :64]
+        want = cv2.filter2D(photo, -1, kernel, borderType=cv2.BORDER_REFLECT_101).astype(int)
+        assert np.abs(convolve(photo, kernel).astype(int) - want).max() <= 1  # at most a rounding step

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
 import tarfile
 import warnings
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 
 import degradations as D
 from pipeline import ShardProblemWarning, make_loader
+from pipeline.tar_stream import CacheError
 
 # Uneven shards on purpose: 24 noise + 17 rain samples in 8 shards.
 LAYOUT = {"noise": [7, 3, 5, 1, 8], "rain": [6, 2, 9]}
@@ -185,6 +188,20 @@ def test_kept_workers_follow_the_position_across_epochs_breaks_and_jumps(build):
     next(iter(ld))
     ld.rewind(0)  # and a rewind from mid-epoch
     assert same(epoch_batches(ld), ref[0])
+
+
+def test_a_killed_worker_fails_the_epoch_then_fresh_workers_go_on(build):
+    root, _ = build
+    ref = epoch_batches(loader(root))
+    ld = loader(root, num_workers=2)
+    batches = iter(ld)
+    taken = [next(batches), next(batches)]
+    worker = ld._workers._iterator._workers[0]  # torch's own record of its worker processes
+    with pytest.raises(RuntimeError, match="killed by signal|exited unexpectedly|worker process died"):
+        os.kill(worker.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        for batch in batches:  # torch notices at once (SIGCHLD) or within its 5 s status check
+            taken.append(batch)
+    assert same(taken + epoch_batches(ld), ref)  # the rest of the epoch, from new workers
 
 
 def test_every_validation_pass_sees_the_same_batches(build):
@@ -396,17 +413,27 @@ def test_cache_dir_downloads_each_remote_shard_once_per_machine(build, tmp_path)
     for rank in (0, 1):  # two ranks and two workers each on one machine
         assert same(epoch_batches(loader(urls, rank=rank, world_size=2, num_workers=2, cache_dir=cache)), ref[rank])
     assert sorted(downloads()) == sorted(set(downloads())) == sorted(tars)  # each shard once
-    assert len(list(cache.glob("*.tar"))) == len(tars) and not list(cache.glob("*.tmp*"))
+    assert sorted(p.suffix for p in cache.iterdir()) == [".lock"] * len(tars) + [".tar"] * len(tars)
     epoch_batches(loader(urls, cache_dir=cache))
     assert len(downloads()) == len(tars)  # a later run reads the cache
-    cut = tmp_path / "cut.sh"  # a download that breaks off with an error
-    cut.write_text('case "$1" in *.tar) head -c 5000 "$1"; exit 1;; *) cat "$1";; esac\n')
-    broken = [f"pipe:sh {cut} {t}" if i == 0 else u for i, (t, u) in enumerate(zip(tars, urls))]
-    ld = make_loader(broken, mode="triplets", batch_size=4, crop=CROP, num_workers=0, rank=0, world_size=1, seed=5,
-                     cache_dir=tmp_path / "cache2")
-    with pytest.warns(ShardProblemWarning):
-        assert len(epoch_batches(ld)) == len(ref[0]) * 2  # a failed download is a damaged shard
-    assert ld.skipped > 0 and not [p for p in (tmp_path / "cache2").iterdir() if not p.name.endswith((".tar", ".lock"))]
+    rebuilt = Path(tars[0]).with_suffix(".parquet")  # the shard rebuilt at its URL: its manifest changes
+    pq.write_table(pq.read_table(rebuilt), rebuilt, compression="gzip")
+    epoch_batches(loader(urls, cache_dir=cache))
+    assert downloads().count(tars[0]) == 2 and len(downloads()) == len(tars) + 1
+    for exit_code in (1, 0):  # a download that breaks off, with an error or (curl without -f) without
+        cut = tmp_path / f"cut{exit_code}.sh"
+        cut.write_text(f'case "$1" in *.tar) head -c 5000 "$1"; exit {exit_code};; *) cat "$1";; esac\n')
+        broken = [f"pipe:sh {cut} {t}" if i == 0 else u for i, (t, u) in enumerate(zip(tars, urls))]
+        ld = make_loader(broken, mode="triplets", batch_size=4, crop=CROP, num_workers=0, rank=0, world_size=1, seed=5,
+                         cache_dir=cache)
+        with pytest.warns(ShardProblemWarning):
+            assert len(epoch_batches(ld)) == len(ref[0]) * 2  # a failed download is a damaged shard
+        assert ld.skipped > 0  # and it is not cached: only whole shards and their locks are there
+        assert sorted({p.suffix for p in cache.iterdir()}) == [".lock", ".tar"] and not list(cache.glob(".*"))
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(CacheError, match="cannot use the shard cache"):  # fatal, not a damaged shard
+        epoch_batches(loader(urls, cache_dir=not_a_dir))
 
 
 def test_url_list_refuses_repeats_and_shards_of_two_builds(build, tmp_path):
