@@ -42,11 +42,15 @@ from shards.tarwriter import TEMP_SUFFIX, atomic_output
 
 FORMAT = "perceive-ir/shards"
 FORMAT_VERSION = 1
-# Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 for its workers. Any fixed trim threshold
-# turns off glibc's adaptive mmap threshold, so every MB-sized numpy temporary is mmapped
-# and page-faulted afresh: measured 2x the wall time (4x the system time) on this workload.
-# Tasks here hold a bounded amount of memory, so glibc's adaptive default is the right one.
-_TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+# glibc malloc settings for the workers. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which
+# turns off glibc's adaptive mmap threshold: every MB-sized numpy temporary is then mmapped and
+# page-faulted afresh (2x the wall time on this workload). Even glibc's defaults fault about 240k
+# pages per worker in a benchmarks/shards.py build under dask; a fixed 32 MiB mmap threshold (glibc's
+# maximum) and a 256 MiB trim threshold keep the temporaries in the heap: about 11k faults, and
+# 5-8 % less compute time. Memory stays bounded: a task holds one shard's samples at a time, and
+# the photo cache has a budget.
+_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}
+_ENV_KEY = "distributed.nanny.pre-spawn-environ."
 RETRIES = 2  # per shard: a worker lost to the OOM killer or a flaky disk should not end a long build
 
 
@@ -235,14 +239,30 @@ def _client(workers: int | None, scheduler: str | None, n_tasks: int, out: Path)
             yield client
         return
     n = min(workers or os.cpu_count() or 1, n_tasks)  # a worker without a shard only costs start-up time
-    with dask.config.set({_TRIM_KEY: None}), LocalCluster(
+    with _environ_restored(), dask.config.set({_ENV_KEY + k: v for k, v in _MALLOC_ENV.items()}), LocalCluster(
         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
     ) as cluster, Client(cluster) as client:
         yield client
 
 
+@contextlib.contextmanager
+def _environ_restored() -> Iterator[None]:
+    """Put os.environ back as it was: dask's nanny writes its pre-spawn-environ (OMP_NUM_THREADS=1,
+    the malloc settings) into this process's environment, where later subprocesses, and libraries
+    imported later (torch reads OMP_NUM_THREADS when it starts), would pick them up."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
 def _worker_info(out: str) -> tuple[str, bool, str | None]:
-    return D.ENGINE_VERSION, os.path.isdir(out), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    return D.ENGINE_VERSION, os.path.isdir(out), {k: os.environ.get(k) for k in _MALLOC_ENV}
 
 
 def _check_workers(client: Any, out: Path) -> None:
@@ -253,15 +273,17 @@ def _check_workers(client: Any, out: Path) -> None:
         raise ValueError(
             f"the dask workers cannot run perceive-ir ({type(err).__name__}: {err}); install perceive-ir in their environment"
         ) from None
-    for worker, (version, sees_out, trim) in sorted(info.items()):
+    for worker, (version, sees_out, _) in sorted(info.items()):
         if version != D.ENGINE_VERSION:
             raise ValueError(f"worker {worker} runs degradation engine {version}, this client {D.ENGINE_VERSION}: install the same perceive-ir")
         if not sees_out:
             raise ValueError(f"worker {worker} cannot see {out}: --out must be on a filesystem every worker mounts at the same path")
-    if any(trim is not None for _, _, trim in info.values()):
+    if any(env != _MALLOC_ENV for _, _, env in info.values()):
+        settings = ", ".join(f"{_ENV_KEY}{k}: {v}" for k, v in _MALLOC_ENV.items())
         warnings.warn(
-            "the dask workers run with MALLOC_TRIM_THRESHOLD_ set (dask's default), which makes image work about 2x "
-            f"slower; start them with the config key {_TRIM_KEY} set to null",
+            "the dask workers run with other malloc settings than perceive-ir's (dask's default "
+            "MALLOC_TRIM_THRESHOLD_=65536 makes image work about 2x slower); start them with the dask config "
+            f"{settings}",
             stacklevel=3,
         )
 

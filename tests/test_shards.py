@@ -218,7 +218,7 @@ def test_existing_dask_cluster_via_scheduler_address(reference, tmp_path):
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         # dask's default worker environment is slow for image work: build warns, and still builds
-        with pytest.warns(UserWarning, match="MALLOC_TRIM_THRESHOLD_"):
+        with pytest.warns(UserWarning, match="MALLOC_TRIM_THRESHOLD_=65536 makes image work"):
             result = shards.build("builtin", tmp_path / "remote", CONFIG, scheduler=cluster.scheduler_address, progress=False)
     assert result.workers == f"2 workers at {cluster.scheduler_address}"
     assert_same_tree(reference, tmp_path / "remote")
@@ -340,3 +340,10 @@ def test_preview_of_a_dataset_draws_three_tiers_per_sample(reference, tmp_path):
     assert main(["preview", str(reference), "--types", "noise,haze", "--samples", "2", "--size", "48", "-o", str(out)]) == 0
     grid = np.asarray(Image.open(out))
     assert grid.shape[0] > 2 * 48 and grid.shape[1] > 6 * 48
+
+
+def test_a_build_leaves_this_process_environment_as_it_was(tmp_path):
+    # dask's nanny writes its worker environment (OMP_NUM_THREADS=1, malloc settings) into ours
+    before = dict(os.environ)
+    shards.build("builtin", tmp_path / "out", shards.BuildConfig(patch=64, patches_per_image=1, types=("noise",)), workers=1, progress=False)
+    assert dict(os.environ) == before
