@@ -261,7 +261,7 @@ def _environ_restored() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _worker_info(out: str) -> tuple[str, bool, str | None]:
+def _worker_info(out: str) -> tuple[str, bool, dict[str, str | None]]:
     return D.ENGINE_VERSION, os.path.isdir(out), {k: os.environ.get(k) for k in _MALLOC_ENV}
 
 
