@@ -152,6 +152,8 @@ def degraded_slot(
     for attempt in range(scorer.max_tries):
         out, recipe = D.degrade(patch, type_name, severity, seed=D.derive_seed(scorer.seed, key, tier, attempt))
         value = score(out)
+        loss = scorer.loss(value)
+        measured.append((severity, loss))  # for the rest of this search and the patch's next tier
         miss = scorer.miss(value, tier)
         if miss == 0:
             record = {
@@ -162,12 +164,10 @@ def degraded_slot(
                 "attempts": attempt + 1,
                 "recipe": recipe.to_dict(),
             }
-            measured.append((severity, scorer.loss(value)))
             return Slot(out, record)
         tried.append(f"{severity:.3f}->{value:.3f}")
-        measured.append((severity, scorer.loss(value)))
         if miss > 0 and severity >= 1.0:
-            if scorer.loss(value) < _NEAR * scorer.loss(band_hi):
+            if loss < _NEAR * scorer.loss(band_hi):
                 break  # too clean at the strongest severity, and not close: out of reach
             continue  # severity 1 again: another seed draws another variant
         # Aim inside the band, away from its edges, where a noisy estimate still lands in it.
