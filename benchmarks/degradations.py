@@ -99,7 +99,7 @@ def main() -> None:
         r512 = rate([ours(name, None, photo(512))], args.repeats)[0]
         print(f"{name:<12} {r256:>14.1f} {r512:>14.1f}")
 
-    print(f"\nvs imagecorruptions 1.1.2 (severity 3), 512x512")
+    print("\nvs imagecorruptions 1.1.2 (severity 3), 512x512")
     print(f"{'ours':<28} {'img/s':>8}   {'imagecorruptions':<18} {'img/s':>8} {'ratio':>7}")
     image = photo(512)
     ratios = []

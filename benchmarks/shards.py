@@ -81,11 +81,11 @@ def parallel_ceiling(codec: shards.Codec, images: list[np.ndarray], repeats: int
 def time_shares(config: shards.BuildConfig, out: Path, every: int = 4) -> str:
     """Where one core's time goes: every `every`-th shard of the plan made in this process, profiled."""
     from shards.plan import make_plan
-    from shards.sample import Scorer, search_intervals
+    from shards.sample import Scorer
     from shards.shard import ShardJob, run_shard
 
     cal = config.load_calibration()
-    scorer = Scorer(cal.metric, dict(cal.bands), {t: search_intervals(cal, t) for t in config.types}, config.seed, config.max_tries)
+    scorer = Scorer.of(cal, config.types, config.seed, config.max_tries)
     job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, config.codec_spec, scorer)
     profile = cProfile.Profile()
     start = time.perf_counter()

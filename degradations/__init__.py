@@ -6,16 +6,25 @@
 """
 
 from degradations import types as _types  # noqa: F401  (registers the built-in types)
-from degradations.calibration import DEFAULT_SEVERITIES, calibrate
 from degradations.base import Degradation, lerp, require_choice, require_range
+from degradations.calibration import DEFAULT_SEVERITIES, calibrate
+from degradations.errors import InputNotFound, NotWritable, OutputExists, UserError
 from degradations.image import as_rgb_uint8
 from degradations.photos import BUILTIN_PHOTOS, builtin_photo, builtin_photos
 from degradations.quality import SSIMReference, psnr, quality_reference, ssim
 from degradations.recipe import ENGINE_VERSION, Recipe, Step, degrade, replay
-from degradations.registry import CANONICAL_ORDER, Composite, available, canonical_name, get, register
+from degradations.registry import (
+    CANONICAL_ORDER,
+    Composite,
+    available,
+    canonical_name,
+    get,
+    register,
+)
 from degradations.seeds import derive_seed, rng
 from degradations.tiers import (
     DEFAULT_BANDS,
+    DEGRADED_TIERS,
     TIERS,
     Calibration,
     check_tier,
@@ -26,8 +35,9 @@ from degradations.tiers import (
 )
 
 __all__ = [
-    "BUILTIN_PHOTOS", "CANONICAL_ORDER", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "ENGINE_VERSION", "TIERS",
-    "Calibration", "Composite", "Degradation", "Recipe", "SSIMReference", "Step",
+    "BUILTIN_PHOTOS", "CANONICAL_ORDER", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "DEGRADED_TIERS", "ENGINE_VERSION", "TIERS",
+    "Calibration", "Composite", "Degradation", "InputNotFound", "NotWritable", "OutputExists", "Recipe", "SSIMReference",
+    "Step", "UserError",
     "as_rgb_uint8", "available", "builtin_photo", "builtin_photos", "calibrate", "canonical_name", "check_tier",
     "default_calibration", "degrade", "derive_seed", "get", "lerp", "load_calibration", "psnr", "quality_reference", "register",
     "replay", "require_choice", "require_range", "rng", "severity_range", "ssim", "tier_of",

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from degradations.errors import UserError
+
 
 class Degradation:
     """Base class of every degradation type.
@@ -40,15 +42,15 @@ class Degradation:
     def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Complete explicit `params` with defaults; reject unknown and missing keys."""
         if not isinstance(params, Mapping):
-            raise ValueError(f"params for {self.name} must be a dict, got {type(params).__name__}")
+            raise UserError(f"params for {self.name} must be a dict, got {type(params).__name__}")
         defaults, required = self.schema(params)
         known = set(defaults) | set(required)
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ValueError(f"unknown params for {self.name}: {unknown}; known: {sorted(known)}")
+            raise UserError(f"unknown params for {self.name}: {unknown}; known: {sorted(known)}")
         missing = [k for k in required if k not in params]
         if missing:
-            raise ValueError(f"params for {self.name} need {missing} (no default)")
+            raise UserError(f"params for {self.name} need {missing} (no default)")
         out = dict(defaults)
         out.update(params)
         self.check(out)
@@ -73,9 +75,9 @@ def lerp(lo: float, hi: float, t: float) -> float:
 
 def require_range(name: str, key: str, value: float, lo: float, hi: float) -> None:
     if not (lo <= float(value) <= hi):
-        raise ValueError(f"{name} param {key}={value} is outside [{lo}, {hi}]")
+        raise UserError(f"{name} param {key}={value} is outside [{lo}, {hi}]")
 
 
 def require_choice(name: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} param {key}={value!r} must be one of {list(choices)}")
+        raise UserError(f"{name} param {key}={value!r} must be one of {list(choices)}")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from degradations.errors import UserError
 from degradations.quality import METRICS
 from degradations.recipe import degrade
 from degradations.registry import available, canonical_name
@@ -91,14 +92,14 @@ def calibrate(
     scored, for a progress bar.
     """
     if not images:
-        raise ValueError("calibration needs at least one image")
+        raise UserError("calibration needs at least one image")
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        raise UserError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     score = METRICS[metric]
     bands = dict(bands or DEFAULT_BANDS[metric])
     sev = np.asarray(sorted(set(float(s) for s in severities)), np.float64)
     if sev.size < 2 or sev[0] < 0 or sev[-1] > 1:
-        raise ValueError("severities must hold at least two values in [0, 1]")
+        raise UserError("severities must hold at least two values in [0, 1]")
     patches = sample_patches(images, patch=patch, per_image=patches_per_image, seed=seed)
     names = [canonical_name(t) for t in (types or available())]
 

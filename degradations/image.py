@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from degradations.errors import UserError
+
 
 def as_rgb_uint8(image: np.ndarray, *, what: str = "image") -> np.ndarray:
     """Return `image` as a contiguous uint8 H x W x 3 RGB array.
@@ -18,21 +20,21 @@ def as_rgb_uint8(image: np.ndarray, *, what: str = "image") -> np.ndarray:
     ValueError saying what was wrong.
     """
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"{what} must be a numpy array, got {type(image).__name__}")
+        raise UserError(f"{what} must be a numpy array, got {type(image).__name__}")
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3:
-        raise ValueError(f"{what} must be H x W or H x W x C, got shape {image.shape}")
+        raise UserError(f"{what} must be H x W or H x W x C, got shape {image.shape}")
     channels = image.shape[2]
     if channels not in (1, 3, 4):
-        raise ValueError(f"{what} must have 1, 3 or 4 channels, got {channels} (shape {image.shape})")
+        raise UserError(f"{what} must have 1, 3 or 4 channels, got {channels} (shape {image.shape})")
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{what} is empty (shape {image.shape})")
+        raise UserError(f"{what} is empty (shape {image.shape})")
     if image.dtype == np.uint16:
         # Round to nearest: 65535 -> 255, 0 -> 0, and a 16-bit ramp keeps its order.
         image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ValueError(f"{what} must be uint8 or uint16, got {image.dtype}")
+        raise UserError(f"{what} must be uint8 or uint16, got {image.dtype}")
     if channels == 1:
         image = np.repeat(image, 3, axis=2)
     elif channels == 4:
@@ -44,7 +46,7 @@ def check_size(image: np.ndarray, min_size: int, name: str) -> None:
     """Raise if `image` is smaller than what a degradation's kernels need."""
     h, w = image.shape[:2]
     if min(h, w) < min_size:
-        raise ValueError(f"{name} needs images of at least {min_size}x{min_size} pixels, got {w}x{h}")
+        raise UserError(f"{name} needs images of at least {min_size}x{min_size} pixels, got {w}x{h}")
 
 
 def _srgb_to_linear(v: np.ndarray) -> np.ndarray:

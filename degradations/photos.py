@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from degradations.errors import UserError
 from degradations.image import as_rgb_uint8
 
 # Real colour photographs present offline in every scikit-image install
@@ -14,7 +15,7 @@ BUILTIN_PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immuno
 def builtin_photo(name: str) -> np.ndarray:
     """One builtin photo as uint8 RGB."""
     if name not in BUILTIN_PHOTOS:
-        raise ValueError(f"unknown builtin photo {name!r}; available: {', '.join(BUILTIN_PHOTOS)}")
+        raise UserError(f"unknown builtin photo {name!r}; available: {', '.join(BUILTIN_PHOTOS)}")
     import skimage.data
 
     return as_rgb_uint8(getattr(skimage.data, name)(), what=f"builtin photo {name}")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from degradations.errors import UserError
 from degradations.image import as_rgb_uint8
 
 _C1 = (0.01 * 255) ** 2
@@ -20,7 +21,7 @@ def _pair(clean: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.ndarr
     clean = as_rgb_uint8(clean, what="clean image")
     degraded = as_rgb_uint8(degraded, what="degraded image")
     if clean.shape != degraded.shape:
-        raise ValueError(f"images differ in shape: {clean.shape} vs {degraded.shape}")
+        raise UserError(f"images differ in shape: {clean.shape} vs {degraded.shape}")
     return clean, degraded
 
 
@@ -40,7 +41,7 @@ class SSIMReference:
     def __init__(self, clean: np.ndarray) -> None:
         clean = as_rgb_uint8(clean, what="clean image")
         if min(clean.shape[:2]) < _WIN:
-            raise ValueError(f"SSIM needs images of at least {_WIN}x{_WIN}, got {clean.shape[1]}x{clean.shape[0]}")
+            raise UserError(f"SSIM needs images of at least {_WIN}x{_WIN}, got {clean.shape[1]}x{clean.shape[0]}")
         self.shape = clean.shape
         x = clean.astype(np.float32)
         mx = _blur(x)
@@ -53,7 +54,7 @@ class SSIMReference:
     def __call__(self, degraded: np.ndarray) -> float:
         degraded = as_rgb_uint8(degraded, what="degraded image")
         if degraded.shape != self.shape:
-            raise ValueError(f"images differ in shape: {self.shape} vs {degraded.shape}")
+            raise UserError(f"images differ in shape: {self.shape} vs {degraded.shape}")
         if np.array_equal(degraded, self._clean):
             return 1.0  # exactly, which float32 rounding below need not give
         y = degraded.astype(np.float32)
@@ -108,4 +109,4 @@ def quality_reference(metric: str, clean: np.ndarray) -> Callable[[np.ndarray], 
         return SSIMReference(clean)
     if metric == "psnr":
         return lambda degraded: psnr(clean, degraded)
-    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    raise UserError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")

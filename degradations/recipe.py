@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from degradations.base import Degradation
+from degradations.errors import UserError
 from degradations.image import as_rgb_uint8, check_size
 from degradations.registry import Composite, get
 from degradations.seeds import seed_sequence
@@ -70,13 +71,13 @@ class Recipe:
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
         missing = [k for k in ("type", "seed", "engine_version") if k not in d]
         if missing:
-            raise ValueError(f"recipe is missing {missing}: {dict(d)}")
+            raise UserError(f"recipe is missing {missing}: {dict(d)}")
         if "components" in d:
             steps = tuple(Step(c["type"], c.get("severity"), dict(c["params"])) for c in d["components"])
         elif "params" in d:
             steps = (Step(d["type"], d.get("severity"), dict(d["params"])),)
         else:
-            raise ValueError("recipe needs 'params' (one type) or 'components' (a chain)")
+            raise UserError("recipe needs 'params' (one type) or 'components' (a chain)")
         return cls(d["type"], d.get("severity"), int(d["seed"]), steps, str(d["engine_version"]))
 
 
@@ -98,16 +99,16 @@ def _streams(seed: int, index: int, name: str) -> tuple[np.random.Generator, np.
 
 def _check_severity(severity: Any) -> float:
     if isinstance(severity, bool) or not isinstance(severity, (int, float, np.floating, np.integer)):
-        raise ValueError(f"severity must be a number in [0, 1], got {severity!r}")
+        raise UserError(f"severity must be a number in [0, 1], got {severity!r}")
     s = float(severity)
     if not (0.0 <= s <= 1.0) or math.isnan(s):
-        raise ValueError(f"severity must be in [0, 1], got {severity}")
+        raise UserError(f"severity must be in [0, 1], got {severity}")
     return s
 
 
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 
@@ -141,7 +142,7 @@ def degrade(
     Returns the degraded uint8 RGB image and the recipe that replays it.
     """
     if (severity is None) == (params is None):
-        raise ValueError("give exactly one of severity and params")
+        raise UserError("give exactly one of severity and params")
     image = as_rgb_uint8(image)
     seed = _check_seed(seed)
     kind = get(name)
@@ -151,7 +152,7 @@ def degrade(
         severity = _check_severity(severity)
     elif len(components) > 1:
         if not isinstance(params, Mapping) or set(params) - {c.name for c in components}:
-            raise ValueError(f"params for composite {kind.name} must be a dict keyed by its types {[c.name for c in components]}")
+            raise UserError(f"params for composite {kind.name} must be a dict keyed by its types {[c.name for c in components]}")
 
     out, steps = image, []
     for i, comp in enumerate(components):
@@ -181,7 +182,7 @@ def replay(image: np.ndarray, recipe: Recipe | Mapping[str, Any]) -> np.ndarray:
     for i, step in enumerate(recipe.steps):
         comp = get(step.type)
         if not isinstance(comp, Degradation):
-            raise ValueError(f"recipe step type must be a single type, got {step.type!r}")
+            raise UserError(f"recipe step type must be a single type, got {step.type!r}")
         check_size(image, comp.min_size, comp.name)
         _, apply_rng = _streams(recipe.seed, i, comp.name)
         out = _apply_step(comp, out, Step(step.type, step.severity, comp.resolve(step.params)), apply_rng)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from degradations.base import Degradation
+from degradations.errors import UserError
 
 ENTRY_POINT_GROUP = "perceive_ir.degradations"
 
@@ -35,12 +36,12 @@ def register(cls: type[Degradation]) -> type[Degradation]:
         raise TypeError(f"@register expects a Degradation subclass, got {cls!r}")
     name = cls.name
     if not name or not name.replace("_", "").isalnum() or name != name.lower():
-        raise ValueError(f"degradation name must be lower-case letters, digits and '_', got {name!r}")
+        raise UserError(f"degradation name must be lower-case letters, digits and '_', got {name!r}")
     existing = _REGISTRY.get(name)
     # The same class defined again (a module reloaded) may re-register; any other class may not.
     same = existing is not None and (existing.__module__, existing.__qualname__) == (cls.__module__, cls.__qualname__)
     if existing is not None and existing is not cls and not same:
-        raise ValueError(f"degradation {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
+        raise UserError(f"degradation {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
     _REGISTRY[name] = cls
     return cls
 
@@ -86,7 +87,7 @@ def canonical_name(name: str) -> str:
     if len(parts) == 1:
         return parts[0]
     if len(set(parts)) != len(parts):
-        raise ValueError(f"composite {name!r} names a type twice")
+        raise UserError(f"composite {name!r} names a type twice")
     rank = {t: i for i, t in enumerate(CANONICAL_ORDER)}
     return "+".join(sorted(parts, key=lambda p: rank.get(p, len(rank))))
 
@@ -95,14 +96,14 @@ def _get_one(name: str) -> Degradation:
     _load_entry_points()
     cls = _REGISTRY.get(name)
     if cls is None:
-        raise ValueError(f"unknown degradation type {name!r}; available: {', '.join(available())}")
+        raise UserError(f"unknown degradation type {name!r}; available: {', '.join(available())}")
     return cls()
 
 
 def get(name: str) -> Degradation | Composite:
     """The degradation for `name`; a `+` joined name gives a Composite."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"degradation type must be a non-empty string, got {name!r}")
+        raise UserError(f"degradation type must be a non-empty string, got {name!r}")
     canonical = canonical_name(name)
     if "+" not in canonical:
         return _get_one(canonical)

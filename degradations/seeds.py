@@ -12,6 +12,8 @@ import hashlib
 
 import numpy as np
 
+from degradations.errors import UserError
+
 Entropy = int | str
 
 
@@ -19,11 +21,11 @@ def stable_hash(value: Entropy) -> int:
     """A 64-bit integer for `value` that is the same in every process."""
     if isinstance(value, (int, np.integer)):
         if value < 0:
-            raise ValueError(f"seeds must be non-negative integers, got {value}")
+            raise UserError(f"seeds must be non-negative integers, got {value}")
         return int(value)
     if isinstance(value, str):
         return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little")
-    raise ValueError(f"seed entropy must be an int or a str, got {type(value).__name__}")
+    raise UserError(f"seed entropy must be an int or a str, got {type(value).__name__}")
 
 
 def seed_sequence(*entropy: Entropy) -> np.random.SeedSequence:

@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-TIERS = ("lq", "mq", "hq")  # index = class label: 0 low, 1 medium, 2 high quality
+from degradations.errors import UserError
+
+# The one tier order: worst first, so a tier's index is its class label (0 low, 1 medium, 2 high
+# quality). Code that lists tiers clean first (shard members, tables) uses reversed(TIERS).
+TIERS = ("lq", "mq", "hq")
+DEGRADED_TIERS = TIERS[:2]  # the tiers a degradation is searched or drawn for
 
 # [lower, upper) of each tier per metric; a score at or above hq's lower bound is hq.
 DEFAULT_BANDS: dict[str, dict[str, tuple[float, float]]] = {
@@ -33,7 +38,7 @@ DEFAULT_BANDS: dict[str, dict[str, tuple[float, float]]] = {
 
 def check_tier(tier: str) -> str:
     if tier not in TIERS:
-        raise ValueError(f"unknown tier {tier!r}; tiers are {', '.join(TIERS)}")
+        raise UserError(f"unknown tier {tier!r}; tiers are {', '.join(TIERS)}")
     return tier
 
 
@@ -41,10 +46,10 @@ def tier_of(score: float, metric: str = "ssim", bands: Mapping[str, tuple[float,
     """The tier of a measured score: hq, mq or lq (anything below mq is lq)."""
     if bands is None:
         if metric not in DEFAULT_BANDS:
-            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(DEFAULT_BANDS)}")
+            raise UserError(f"unknown metric {metric!r}; known: {', '.join(DEFAULT_BANDS)}")
         bands = DEFAULT_BANDS[metric]
     if math.isnan(score):
-        raise ValueError("score is NaN")
+        raise UserError("score is NaN")
     if score >= bands["hq"][0]:
         return "hq"
     if score >= bands["mq"][0]:
@@ -75,22 +80,48 @@ class Calibration:
     types: dict[str, TypeCurve]
     source: dict[str, Any] = field(default_factory=dict)
 
-    def severity_range(self, name: str, tier: str) -> tuple[float, float]:
-        """[lo, hi] severities whose mean score lands in `tier`'s band."""
-        check_tier(tier)
+    def curve(self, name: str) -> TypeCurve:
+        """The measured curve of type `name`; UserError naming the calibrated types when it is not one."""
         curve = self.types.get(name)
         if curve is None:
-            raise ValueError(
-                f"type {name!r} is not calibrated (calibrated: {', '.join(sorted(self.types))}); "
-                f"run `perceive-ir calibrate --types {name} ...`"
+            raise UserError(
+                f"type {name!r} is not calibrated (calibrated: {', '.join(sorted(self.types))}); run "
+                f"`perceive-ir calibrate --types {name} -o calibration.json` and pass the file on (--calibration)"
             )
-        r = curve.ranges.get(tier)
-        if r is None:
-            lo, hi = self.bands[tier]
-            raise ValueError(f"type {name!r} never reaches tier {tier} ({self.metric} in [{lo}, {hi})) at any severity")
-        return float(r[0]), float(r[1])
+        return curve
 
-    def to_dict(self) -> dict[str, Any]:
+    def interval(self, name: str, tier: str, *, beyond_mean: bool = False) -> tuple[float, float] | None:
+        """The severity interval of `tier` for type `name`: where the mean score lies in the tier's band.
+
+        None when the band is out of reach on average (blur and jpeg never take
+        the builtin photos' mean into lq). With `beyond_mean`, such a band is
+        given the interval from the end of the next cleaner tier's range to
+        severity 1 instead: textured patches often reach it there, which is
+        where the shard builder searches.
+        """
+        check_tier(tier)
+        r = self.curve(name).ranges.get(tier)
+        if r is not None:
+            return float(r[0]), float(r[1])
+        if not beyond_mean or tier == "hq":
+            return None
+        cleaner = self.interval(name, TIERS[TIERS.index(tier) + 1], beyond_mean=True)
+        return (cleaner[1] if cleaner else 0.0), 1.0
+
+    def severity_range(self, name: str, tier: str) -> tuple[float, float]:
+        """[lo, hi] severities whose mean score lands in `tier`'s band; UserError when out of reach."""
+        interval = self.interval(name, tier)
+        if interval is None:
+            lo, hi = self.bands[tier]
+            raise UserError(f"type {name!r} never reaches tier {tier} ({self.metric} in [{lo}, {hi})) at any severity")
+        return interval
+
+    def subset(self, names: Iterable[str]) -> Calibration:
+        """The calibration of `names` only (a build records the curves of the types it holds)."""
+        return replace(self, types={n: self.curve(n) for n in names})
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready record that `from_record` reads back into an equal Calibration."""
         return {
             "metric": self.metric,
             "bands": {t: list(b) for t, b in self.bands.items()},
@@ -99,7 +130,7 @@ class Calibration:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
+    def from_record(cls, d: Mapping[str, Any]) -> Calibration:
         try:
             return cls(
                 metric=d["metric"],
@@ -107,23 +138,23 @@ class Calibration:
                 types={n: TypeCurve(**c) for n, c in d["types"].items()},
                 source=dict(d.get("source", {})),
             )
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"not a perceive-ir calibration: {err}") from err
+        except (KeyError, TypeError, AttributeError) as err:
+            raise UserError(f"not a perceive-ir calibration record ({type(err).__name__}: {err})") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        Path(path).write_text(json.dumps(self.to_record(), indent=1) + "\n")
 
 
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration.json written by `perceive-ir calibrate`."""
-    return Calibration.from_dict(json.loads(Path(path).read_text()))
+    return Calibration.from_record(json.loads(Path(path).read_text()))
 
 
 @lru_cache(maxsize=1)
 def default_calibration() -> Calibration:
     """The calibration shipped with the package (builtin photos; see README)."""
     text = resources.files("degradations").joinpath("calibration.json").read_text()
-    return Calibration.from_dict(json.loads(text))
+    return Calibration.from_record(json.loads(text))
 
 
 def severity_range(name: str, tier: str, calibration: Calibration | None = None) -> tuple[float, float]:

@@ -1,5 +1,12 @@
-"""Streaming loaders, distributed training, evaluation and the `perceive-ir` CLI.
+"""Streaming loaders, distributed training, evaluation, reports and the `perceive-ir` CLI.
 
+    data/    loaders over shards (catalog, epoch plan, workers, modes)
+    eval/    metrics and the benchmark protocol
+    train/   training stages (a registry), the loop, configs, checkpoints
+    report/  contact sheets, figures, the demo
+    cli/     one module per `perceive-ir` command
+
+Imports point down that list's flow: data <- eval <- train <- report <- cli.
 Public names load on first use, so `import pipeline` (and the CLI) does not import torch.
 """
 
@@ -9,9 +16,9 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "make_loader": "pipeline.loader",
-    "StreamLoader": "pipeline.loader",
-    "ShardProblemWarning": "pipeline.loader",
+    "make_loader": "pipeline.data.loader",
+    "StreamLoader": "pipeline.data.loader",
+    "ShardProblemWarning": "pipeline.data.loader",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,16 +1,16 @@
-"""`build`: sources -> plan -> one dask task per shard -> manifest.parquet, errors.parquet, dataset.json.
+"""`build`: sources -> plan -> one dask task per shard -> the merged manifest, errors and build record.
 
 Order of a build, and why:
 1. Check everything that can be wrong before any work: types, calibration,
    codec, the source (missing or empty), OUT (unwritable, or holding another
    build).
-2. Write dataset.json (the config, no counts), so a killed build leaves a
-   record of what it was making; a rerun compares against it.
+2. Write the build record (the config, no counts), so a killed build leaves
+   a record of what it was making; a rerun compares against it.
 3. Run one task per shard not yet done (its parquet marks it done). Shard
    content depends only on the plan, so which worker, how many, and whether
    an earlier run was killed, change nothing in the bytes.
 4. Merge the per-shard manifests and errors in plan order, and fill in the
-   counts in dataset.json.
+   counts in the build record.
 """
 
 from __future__ import annotations
@@ -31,17 +31,16 @@ from typing import Any
 import dask
 
 import degradations as D
-from shards.config import BuildConfig, type_dir
+from shards.config import BuildConfig
+from shards.files import TEMP_SUFFIX
+from shards.format import DATASET, ERRORS, MANIFEST, NOT_IDENTITY, SHARD_GLOB, Build, make_record, read_record, type_dir, write_record
 from shards.manifest import merge_manifests, read_shard_errors, write_errors
 from shards.plan import ShardSpec, make_plan
-from shards.report import Report, read_tables
-from shards.sample import Scorer, search_intervals
+from shards.report import Report
+from shards.sample import Scorer
 from shards.shard import ShardJob, ShardResult, forget_photos, run_shard
 from shards.sources import Source, list_sources
-from shards.tarwriter import TEMP_SUFFIX, atomic_output
 
-FORMAT = "perceive-ir/shards"
-FORMAT_VERSION = 1
 # glibc malloc settings for the workers. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which
 # turns off glibc's adaptive mmap threshold: every MB-sized numpy temporary is then mmapped and
 # page-faulted afresh (2x the wall time on this workload). Even glibc's defaults fault about 240k
@@ -103,29 +102,23 @@ def build(
     start = time.perf_counter()
     config = config or BuildConfig()
     if workers is not None and scheduler is not None:
-        raise ValueError("give --workers or --scheduler, not both")
+        raise D.UserError("give --workers or --scheduler, not both")
     if workers is not None and workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+        raise D.UserError(f"--workers must be at least 1, got {workers}")
     calibration = config.load_calibration()
-    scorer = Scorer(
-        metric=calibration.metric,
-        bands=dict(calibration.bands),
-        intervals={t: search_intervals(calibration, t) for t in config.types},
-        seed=config.seed,
-        max_tries=config.max_tries,
-    )
+    scorer = Scorer.of(calibration, config.types, config.seed, config.max_tries)
     sources = list_sources(source)
     codec = config.codec_spec
     if codec.lossy:
         warnings.warn(
-            f"--codec {codec.spec} is lossy: it changes noise statistics and scores; recorded in dataset.json",
+            f"--codec {codec.spec} is lossy: it changes noise statistics and scores; recorded in the build record",
             stacklevel=2,
         )
     out = Path(out).expanduser().absolute()
-    record = _dataset_record(config, calibration, sources, source)
+    record = _record(config, calibration, sources, source)
     plan = make_plan(sources, config)
     _prepare_out(out, record, overwrite)
-    _write_json(out / "dataset.json", {**record, "counts": None})
+    write_record(out, record)
 
     todo = [s for s in plan if not ((out / s.parquet).is_file() and (out / s.tar).is_file())]
     job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, codec, scorer)
@@ -137,39 +130,20 @@ def build(
     )
 
 
-def _dataset_record(config: BuildConfig, calibration: D.Calibration, sources: list[Source], source: str | Path) -> dict[str, Any]:
-    """dataset.json without counts. Everything but `source` and `calibration_file` must match to resume."""
+def _record(config: BuildConfig, calibration: D.Calibration, sources: list[Source], source: str | Path) -> dict[str, Any]:
     ids = "\n".join(s.id for s in sources)
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "engine_version": D.ENGINE_VERSION,
-        "config": config.to_dict(),
-        "calibration": {
-            "metric": calibration.metric,
-            "bands": {t: list(b) for t, b in calibration.bands.items()},
-            "types": {t: {"ranges": calibration.types[t].ranges, "notes": calibration.types[t].notes} for t in config.types},
-        },
-        "sources": {"count": len(sources), "ids_sha256": hashlib.sha256(ids.encode()).hexdigest()},
-        "layout": {
-            "shards": "{split}/{type_dir}/shard-{index:06d}.tar",
-            "type_dirs": {t: type_dir(t) for t in config.types},
-            "members": [f"KEY.{slot}.{config.codec_spec.extension}" for slot in ("hq", "mq", "lq")] + ["KEY.json"],
-            "null_psnr": "hq images are the clean patch: psnr is null (infinite), score is the metric of identical images",
-        },
-        "source": str(source),
-        "calibration_file": config.calibration or "default (shipped with perceive-ir)",
-    }
-
-
-_NOT_IDENTITY = ("source", "calibration_file", "counts")
+    return make_record(
+        config.to_dict(), config.types, config.codec_spec.extension, calibration,
+        {"count": len(sources), "ids_sha256": hashlib.sha256(ids.encode()).hexdigest()},
+        str(source), config.calibration or "default (shipped with perceive-ir)",
+    )
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         found = []
         for k in sorted(set(old) | set(new), key=str):
-            if not prefix and k in _NOT_IDENTITY:
+            if not prefix and k in NOT_IDENTITY:
                 continue
             found += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
         return found
@@ -179,50 +153,41 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
     """Make OUT usable, or raise before any work: unwritable, holding another build, or foreign files."""
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file, not a folder")
+        raise D.OutputExists(f"--out {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as err:
-        raise PermissionError(f"cannot write to --out {out}: {err.strerror or err}") from None
-    existing = out / "dataset.json"
-    if existing.is_file():
-        try:
-            old = json.loads(existing.read_text())
-        except ValueError:
-            old = {}
+        raise D.NotWritable(f"cannot write to --out {out}: {err.strerror or err}") from None
+    old = read_record(out)
+    if old is not None:
         diff = _differences(old, record)
         if diff and not overwrite:
             shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
-            raise FileExistsError(
+            raise D.OutputExists(
                 f"{out} holds a build with a different config ({shown}); "
                 "use --overwrite to replace it, or another --out"
             )
         if overwrite:
             _clear(out)
     elif any(not p.name.endswith(TEMP_SUFFIX) for p in out.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out} is not empty and holds no perceive-ir build; use a new folder (or --overwrite)")
+        raise D.OutputExists(f"--out {out} is not empty and holds no perceive-ir build; use a new folder (or --overwrite)")
     for stale in [*out.glob(f".*{TEMP_SUFFIX}"), *out.glob(f"*/*/.*{TEMP_SUFFIX}")]:
         stale.unlink()  # left by a killed run; tasks write under fresh names anyway
 
 
 def _clear(out: Path) -> None:
     """Remove a previous build's files, and only those (OUT may be a folder the user also keeps other things in)."""
-    for name in ("dataset.json", "manifest.parquet", "errors.parquet"):
+    for name in (DATASET, MANIFEST, ERRORS):
         (out / name).unlink(missing_ok=True)
     folders = set()
-    for path in [*out.glob("*/*/shard-*.tar"), *out.glob("*/*/shard-*.parquet")]:
+    for path in [*out.glob(SHARD_GLOB + ".tar"), *out.glob(SHARD_GLOB + ".parquet")]:
         path.unlink()
         folders.update([path.parent, path.parent.parent])
     for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
 
 
 @contextlib.contextmanager
@@ -233,7 +198,7 @@ def _client(workers: int | None, scheduler: str | None, n_tasks: int, out: Path)
         try:
             client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as err:
-            raise ValueError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
+            raise D.UserError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
         with client:
             _check_workers(client, out)
             yield client
@@ -270,14 +235,14 @@ def _check_workers(client: Any, out: Path) -> None:
     try:
         info = client.run(_worker_info, str(out))
     except Exception as err:  # whatever the worker raised while importing or running: shown, with the fix
-        raise ValueError(
+        raise D.UserError(
             f"the dask workers cannot run perceive-ir ({type(err).__name__}: {err}); install perceive-ir in their environment"
         ) from None
     for worker, (version, sees_out, _) in sorted(info.items()):
         if version != D.ENGINE_VERSION:
-            raise ValueError(f"worker {worker} runs degradation engine {version}, this client {D.ENGINE_VERSION}: install the same perceive-ir")
+            raise D.UserError(f"worker {worker} runs degradation engine {version}, this client {D.ENGINE_VERSION}: install the same perceive-ir")
         if not sees_out:
-            raise ValueError(f"worker {worker} cannot see {out}: --out must be on a filesystem every worker mounts at the same path")
+            raise D.UserError(f"worker {worker} cannot see {out}: --out must be on a filesystem every worker mounts at the same path")
     if any(env != _MALLOC_ENV for _, _, env in info.values()):
         settings = ", ".join(f"{_ENV_KEY}{k}: {v}" for k, v in _MALLOC_ENV.items())
         warnings.warn(
@@ -330,12 +295,12 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
 
 
 def _finish(out: Path, plan: list[ShardSpec], record: dict[str, Any]) -> Report:
-    """Merge per-shard tables in plan order, then complete dataset.json; returns the dataset's report."""
-    merge_manifests((out / s.parquet for s in plan), out / "manifest.parquet")
-    write_errors((e for s in plan for e in read_shard_errors(out / s.parquet)), out / "errors.parquet")
-    manifest, errors = read_tables(out)
-    counts = Report(out, record, manifest, errors).count_record()
+    """Merge per-shard tables in plan order, then complete the build record; returns the build's report."""
+    merge_manifests((out / s.parquet for s in plan), out / MANIFEST)
+    write_errors((e for s in plan for e in read_shard_errors(out / s.parquet)), out / ERRORS)
+    unfinished = Build(out, record)
+    counts = Report.of(unfinished).count_record()
     counts["shards"] = len(plan)
-    dataset = {**record, "counts": counts}
-    _write_json(out / "dataset.json", dataset)
-    return Report(out, dataset, manifest, errors)
+    finished = Build(out, {**record, "counts": counts})
+    write_record(out, finished.record)
+    return Report.of(finished)

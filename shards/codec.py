@@ -1,7 +1,7 @@
 """How stored images are encoded: PNG (default), lossless WebP, or JPEG at a quality.
 
 A lossy codec changes the very noise statistics the tiers describe, so it is
-never the default and a dataset built with one says so in dataset.json.
+never the default and a dataset built with one says so in its build record.
 Encoders are deterministic: the same pixels give the same bytes (no
 timestamps or other ancillary chunks are written).
 """
@@ -71,9 +71,9 @@ def parse_codec(spec: str, png_level: int = 1) -> Codec:
         return Codec(spec, "webp", "webp")
     if name in ("jpeg", "jpg"):
         if not arg.isdigit() or not 1 <= int(arg) <= 100:
-            raise ValueError(f"--codec {spec!r}: give the JPEG quality as jpeg:Q with Q in 1-100, e.g. jpeg:95")
+            raise D.UserError(f"--codec {spec!r}: give the JPEG quality as jpeg:Q with Q in 1-100, e.g. jpeg:95")
         return Codec(spec, "jpeg", "jpg", quality=int(arg))
-    raise ValueError(f"unknown --codec {spec!r}; choose png, webp (lossless) or jpeg:Q (lossy)")
+    raise D.UserError(f"unknown --codec {spec!r}; choose png, webp (lossless) or jpeg:Q (lossy)")
 
 
 def decode(data: bytes, *, view: bool = False) -> np.ndarray:

@@ -1,6 +1,6 @@
 """What a build makes: `BuildConfig`, checked once, before any work.
 
-A config is data: every field is recorded in OUT/dataset.json, and two
+A config is data: every field is recorded in the build record, and two
 builds with equal configs (and the same source files and calibration) write
 the same bytes.
 """
@@ -19,17 +19,8 @@ from shards.sources import DEFAULT_MAX_PIXELS
 # The five tasks of Perceive-IR's all-in-one setting.
 DEFAULT_TYPES = ("noise", "haze", "rain", "blur", "low_light")
 LAYOUTS = ("random", "grid")
+MIN_PATCH = 16  # px a side: SSIM needs 11, most types 16 or more
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def type_dir(name: str) -> str:
-    """Directory and key form of a type: `low_light+rain` -> `low_light-rain`.
-
-    Type names hold only [a-z0-9_], so '-' is free to stand for '+' and the
-    mapping is reversible; '+' and '.' stay out of keys (webdataset splits a
-    key at its first dot).
-    """
-    return name.replace("+", "-")
 
 
 def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
@@ -38,11 +29,11 @@ def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
     for part in text.split(","):
         name, sep, frac = part.strip().partition("=")
         if not sep:
-            raise ValueError(f"--splits wants NAME=FRACTION pairs such as train=0.9,val=0.1; got {part!r}")
+            raise D.UserError(f"--splits wants NAME=FRACTION pairs such as train=0.9,val=0.1; got {part!r}")
         try:
             splits.append((name.strip(), float(frac)))
         except ValueError:
-            raise ValueError(f"split fraction {frac!r} is not a number") from None
+            raise D.UserError(f"split fraction {frac!r} is not a number") from None
     return tuple(splits)
 
 
@@ -66,13 +57,13 @@ class BuildConfig:
     def __post_init__(self) -> None:
         types = tuple(self.types)
         if not types:
-            raise ValueError("give at least one degradation type")
+            raise D.UserError("give at least one degradation type")
         canonical = []
         for name in types:
             D.get(name)  # ValueError naming the available types when unknown
             canonical.append(D.canonical_name(name))
         if len(set(canonical)) != len(canonical):
-            raise ValueError(f"a type is named twice in {', '.join(types)}")
+            raise D.UserError(f"a type is named twice in {', '.join(types)}")
         object.__setattr__(self, "types", tuple(canonical))
         object.__setattr__(self, "splits", tuple((str(n), float(f)) for n, f in self.splits))
         self._check()
@@ -85,27 +76,27 @@ class BuildConfig:
         _int_at_least("max_pixels", self.max_pixels, 1)
         _int_at_least("max_tries", self.max_tries, 1)
         if self.patch == 0 and self.patches_per_image != 1:
-            raise ValueError("--patch 0 keeps whole images: one sample per image, so --patches-per-image must be 1")
-        if 0 < self.patch < 16:
-            raise ValueError(f"--patch {self.patch} is too small to score (SSIM needs 11 px, most types 16 or more)")
+            raise D.UserError("--patch 0 keeps whole images: one sample per image, so --patches-per-image must be 1")
+        if 0 < self.patch < MIN_PATCH:
+            raise D.UserError(f"--patch {self.patch} is too small to score (SSIM needs 11 px, most types 16 or more)")
         too_small = [t for t in self.types if 0 < self.patch < D.get(t).min_size]
         if too_small:
             need = max(D.get(t).min_size for t in too_small)
-            raise ValueError(f"--patch {self.patch} is smaller than {', '.join(too_small)} needs ({need} px)")
+            raise D.UserError(f"--patch {self.patch} is smaller than {', '.join(too_small)} needs ({need} px)")
         if self.layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {self.layout!r}; choose {' or '.join(LAYOUTS)}")
+            raise D.UserError(f"unknown layout {self.layout!r}; choose {' or '.join(LAYOUTS)}")
         if not 0 <= self.png_level <= 9:
-            raise ValueError(f"--png-level must be 0-9, got {self.png_level}")
+            raise D.UserError(f"--png-level must be 0-9, got {self.png_level}")
         names = [n for n, _ in self.splits]
         if not names or len(set(names)) != len(names):
-            raise ValueError(f"split names must be given once each, got {names}")
+            raise D.UserError(f"split names must be given once each, got {names}")
         for name, frac in self.splits:
             if not SAFE_NAME.match(name):
-                raise ValueError(f"split name {name!r} may hold only letters, digits, '_' and '-'")
+                raise D.UserError(f"split name {name!r} may hold only letters, digits, '_' and '-'")
             if not (0 < frac <= 1) or math.isnan(frac):
-                raise ValueError(f"split {name} has fraction {frac}; each must be in (0, 1]")
+                raise D.UserError(f"split {name} has fraction {frac}; each must be in (0, 1]")
         if abs(sum(f for _, f in self.splits) - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must sum to 1, got {sum(f for _, f in self.splits):g}")
+            raise D.UserError(f"split fractions must sum to 1, got {sum(f for _, f in self.splits):g}")
         self.codec_spec  # noqa: B018  (parses, raising on a bad --codec)
 
     @property
@@ -128,4 +119,4 @@ class BuildConfig:
 
 def _int_at_least(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise D.UserError(f"{name} must be an integer >= {low}, got {value!r}")

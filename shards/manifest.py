@@ -1,4 +1,4 @@
-"""Parquet tables of a build: per-shard manifests, manifest.parquet and errors.parquet.
+"""Writing a build's parquet tables: per-shard manifests, the merged manifest and the errors table.
 
 Parquet files are written with fixed options (codec, level, page version,
 statistics) and rows in a fixed order, so their bytes depend only on the
@@ -20,39 +20,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.tarwriter import atomic_output
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("split", pa.string()),
-        ("type", pa.string()),
-        ("tier", pa.string()),
-        ("severity", pa.float64()),
-        ("score", pa.float64()),
-        ("psnr", pa.float64()),  # null for hq: PSNR of identical images is infinite
-        ("shard", pa.string()),  # tar path relative to OUT
-        ("member", pa.string()),  # member name in the tar: KEY.TIER.EXT
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("bytes", pa.int64()),
-        ("sha256", pa.string()),  # of the member's bytes
-        ("source", pa.string()),  # source id: path relative to the source root, or builtin:NAME
-    ]
+from shards.files import atomic_output
+from shards.format import (
+    ERRORS_SCHEMA,
+    FORMAT_VERSION,
+    MANIFEST_SCHEMA,
+    SHARD_ERRORS_KEY,
+    SHARD_VERSION_KEY,
 )
 
-ERRORS_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("split", pa.string()),
-        ("type", pa.string()),  # null when the photo itself is unusable
-        ("key", pa.string()),  # null when the photo itself is unusable
-        ("tier", pa.string()),  # the tier out of reach of a skipped sample, else null
-        ("reason", pa.string()),
-    ]
-)
-
-_ERRORS_META = b"perceive_ir.errors"
 _ROW_GROUP = 1 << 17
 _WRITE_OPTIONS: dict[str, Any] = dict(
     compression="zstd",
@@ -72,14 +48,14 @@ def write_table(table: pa.Table, path: str | Path) -> None:
 
 
 def write_shard_manifest(rows: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]], path: str | Path) -> None:
-    meta = {_ERRORS_META: json.dumps(list(errors), sort_keys=True).encode()}
+    meta = {SHARD_ERRORS_KEY: json.dumps(list(errors), sort_keys=True).encode(), SHARD_VERSION_KEY: str(FORMAT_VERSION).encode()}
     table = pa.Table.from_pylist(list(rows), schema=MANIFEST_SCHEMA.with_metadata(meta))
     write_table(table, path)
 
 
 def read_shard_errors(path: str | Path) -> list[dict[str, Any]]:
     meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta.get(_ERRORS_META, b"[]"))
+    return json.loads(meta.get(SHARD_ERRORS_KEY, b"[]"))
 
 
 def merge_manifests(paths: Iterable[Path], out: Path) -> int:
@@ -103,7 +79,7 @@ def merge_manifests(paths: Iterable[Path], out: Path) -> int:
 
 
 def write_errors(errors: Iterable[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
-    """errors.parquet: one row per unusable photo and per skipped sample, sorted; returns the rows."""
+    """The errors table: one row per unusable photo and per skipped sample, sorted; returns the rows."""
     unique = {(e["source"], e.get("type") or "", e.get("key") or ""): e for e in errors}
     rows = [unique[k] for k in sorted(unique)]
     write_table(pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA), out)

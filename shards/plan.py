@@ -22,7 +22,9 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from shards.config import BuildConfig, type_dir
+import degradations as D
+from shards.config import BuildConfig
+from shards.format import shard_manifest, shard_stem, type_dir
 from shards.sources import Source
 
 _STEM_CHARS = 24  # of the source id kept in a key, for people; the digest makes it unique
@@ -46,7 +48,7 @@ class ShardSpec:
     @property
     def name(self) -> str:
         """Path of the shard relative to OUT, without suffix: train/noise/shard-000000."""
-        return f"{self.split}/{type_dir(self.type)}/shard-{self.index:06d}"
+        return shard_stem(self.split, self.type, self.index)
 
     @property
     def tar(self) -> str:
@@ -54,7 +56,7 @@ class ShardSpec:
 
     @property
     def parquet(self) -> str:
-        return self.name + ".parquet"
+        return shard_manifest(self.tar)
 
 
 def _digest(text: str, size: int) -> bytes:
@@ -103,5 +105,5 @@ def make_plan(sources: list[Source], config: BuildConfig) -> list[ShardSpec]:
                 plan.append(ShardSpec(split, type_name, index, tuple(samples[start : start + n])))
     keys = [s.key for shard in plan for s in shard.samples]
     if len(set(keys)) != len(keys):  # 64-bit digests: only two ids with equal hashes could do this
-        raise ValueError("two sources give the same sample key; rename one of them")
+        raise D.UserError("two sources give the same sample key; rename one of them")
     return plan

@@ -12,31 +12,32 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+import degradations as D
 from shards.codec import decode
+from shards.format import Build, open_build, record_member
 
 
-def read_samples(out: str | Path, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """{key: {"hq": image, "mq": image, "lq": image, "json": record}} for the given keys of the build in `out`."""
-    out = Path(out)
-    rows = pq.read_table(out / "manifest.parquet", columns=["key", "tier", "shard", "member"], filters=[("key", "in", list(keys))])
+def read_samples(out: str | Path | Build, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{key: {"hq": image, "mq": image, "lq": image, "json": record}} for the given keys of a finished build."""
+    build = out if isinstance(out, Build) else open_build(out)
+    rows = build.manifest(["key", "tier", "shard", "member"], filters=[("key", "in", list(keys))])
     missing = set(keys) - set(rows.column("key").to_pylist())
     if missing:
-        raise ValueError(f"no sample with key {sorted(missing)[0]!r} in {out}")
+        raise D.UserError(f"no sample with key {sorted(missing)[0]!r} in {build.root}")
     samples: dict[str, dict[str, Any]] = {k: {} for k in keys}
     for shard in sorted(set(rows.column("shard").to_pylist())):
         in_shard = rows.filter(pc.equal(rows.column("shard"), shard)).to_pylist()
-        with tarfile.open(out / shard) as tar:
+        with tarfile.open(build.path(shard)) as tar:
             for row in in_shard:
                 samples[row["key"]][row["tier"]] = decode(_member(tar, row["member"]))
             for key in {r["key"] for r in in_shard}:
-                samples[key]["json"] = json.loads(_member(tar, f"{key}.json"))
+                samples[key]["json"] = json.loads(_member(tar, record_member(key)))
     return samples
 
 
 def _member(tar: tarfile.TarFile, name: str) -> bytes:
     f = tar.extractfile(name)
     if f is None:
-        raise ValueError(f"{tar.name}: {name} is not a file member")
+        raise tarfile.ReadError(f"{tar.name}: {name} is not a file member")
     return f.read()

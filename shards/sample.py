@@ -14,15 +14,15 @@ attempt), so a sample is the same whichever worker makes it, and when.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import degradations as D
+from shards.sources import BadImage
 
-SLOTS = ("hq", "mq", "lq")  # member order in a shard: clean first
 _DIGITS = 6  # stored severities and scores are rounded to this many decimals
 # A patch too clean at severity 1 is tried again there (another seed, another random variant: a
 # motion blur where a Gaussian failed) only when its loss reached _NEAR of the band edge's loss:
@@ -32,39 +32,17 @@ _DIGITS = 6  # stored severities and scores are rounded to this many decimals
 _NEAR = 0.8
 
 
-class SampleError(ValueError):
-    """A sample that cannot be made from a usable photo: `tier` is out of reach of its patch."""
+class SampleError(Exception):
+    """A sample that cannot be made from a usable photo: `tier` is out of reach of its patch
+    (or, tier None, the image is too small for the type).
 
-    def __init__(self, message: str, tier: str) -> None:
+    Not a ValueError: the builder records exactly these (and unusable photos)
+    as skipped samples, and lets anything else fail the build as the bug it is.
+    """
+
+    def __init__(self, message: str, tier: str | None = None) -> None:
         super().__init__(message)
         self.tier = tier
-
-
-def search_intervals(calibration: D.Calibration, type_name: str) -> dict[str, tuple[float, float]]:
-    """Severity interval to search per degraded tier.
-
-    A band the calibration marks out of reach on average (blur and jpeg never
-    reach lq for the mean photo) is searched from the end of the next cleaner
-    tier's range up to severity 1: textured patches often do reach it.
-    """
-    curve = calibration.types.get(type_name)
-    if curve is None:
-        raise ValueError(
-            f"type {type_name!r} is not in the calibration (calibrated: {', '.join(sorted(calibration.types))}); "
-            f"run `perceive-ir calibrate --types {type_name} -o calibration.json` and build with "
-            "`--calibration calibration.json`"
-        )
-
-    def interval(tier: str) -> tuple[float, float]:
-        r = curve.ranges.get(tier)
-        if r is not None:
-            return float(r[0]), float(r[1])
-        if tier == "hq":
-            return 0.0, 0.0
-        cleaner = D.TIERS[D.TIERS.index(tier) + 1]
-        return interval(cleaner)[1], 1.0
-
-    return {tier: interval(tier) for tier in ("mq", "lq")}
 
 
 @dataclass(frozen=True)
@@ -76,6 +54,13 @@ class Scorer:
     intervals: Mapping[str, Mapping[str, tuple[float, float]]]  # type -> tier -> severity interval
     seed: int
     max_tries: int
+
+    @classmethod
+    def of(cls, calibration: D.Calibration, types: Sequence[str], seed: int, max_tries: int) -> Scorer:
+        """The scorer of a build: its calibration's metric and bands, and per type the severity
+        interval each degraded tier is searched in (beyond the mean curve where it falls short)."""
+        intervals = {t: {tier: calibration.interval(t, tier, beyond_mean=True) for tier in D.DEGRADED_TIERS} for t in types}
+        return cls(calibration.metric, dict(calibration.bands), intervals, seed, max_tries)
 
     @property
     def identical(self) -> float:
@@ -201,7 +186,7 @@ def _next_severity(measured: list[tuple[float, float]], target: float) -> float:
 
 
 def make_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> dict[str, Slot]:
-    """hq, mq and lq of one patch; raises SampleError (or the engine's ValueError) when it cannot be made."""
+    """hq, mq and lq of one patch; raises SampleError when a tier is out of the patch's reach."""
     # lq first: it is the tier out of reach when one is (blur, haze on flat patches), and
     # finding that out first saves the mq search of a sample that would be dropped anyway.
     score = scorer.scores_against(patch)
@@ -213,7 +198,7 @@ def make_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> d
 
 def patch_box(height: int, width: int, patch: int, patch_index: int, patches_per_image: int,
               layout: str, seed: int, key: str) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of a sample's patch; ValueError when the image is smaller than the patch.
+    """(x, y, w, h) of a sample's patch; BadImage when the image is smaller than the patch.
 
     random: a uniform position drawn from (seed, key). grid: the patches of an
     image spread evenly over it, row by row, on a near-square grid.
@@ -221,7 +206,7 @@ def patch_box(height: int, width: int, patch: int, patch_index: int, patches_per
     if patch == 0:
         return 0, 0, width, height
     if height < patch or width < patch:
-        raise ValueError(f"image is {width}x{height}, smaller than the {patch}x{patch} patch")
+        raise BadImage(f"image is {width}x{height}, smaller than the {patch}x{patch} patch")
     if layout == "random":
         r = D.rng(seed, key, "box")
         y = int(r.integers(0, height - patch + 1))

@@ -20,12 +20,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+import degradations as D
 from shards.codec import Codec
+from shards.config import MIN_PATCH
+from shards.files import shard_writer
+from shards.format import MEMBER_TIERS, member_name, record_member
 from shards.manifest import write_shard_manifest
 from shards.plan import SampleSpec, ShardSpec
-from shards.sample import SLOTS, Scorer, make_slots, patch_box
+from shards.sample import SampleError, Scorer, make_slots, patch_box
 from shards.sources import BadImage, Source
-from shards.tarwriter import shard_writer
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def forget_photos() -> None:
 
 
 def run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
-    """Build one shard into job.out; bad photos and unreachable tiers become error records, not failures."""
+    """Build one shard into job.out; unusable photos and unreachable tiers become error rows, not failures."""
     cv2.setNumThreads(1)  # one worker process per core: OpenCV's own threads would only contend
     out = Path(job.out)
     (out / spec.tar).parent.mkdir(parents=True, exist_ok=True)
@@ -121,19 +124,20 @@ def run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     errors: list[dict[str, Any]] = []
     with shard_writer(out / spec.tar) as add:
         for sample in spec.samples:
+            # Only these two are recorded: anything else is a bug, and fails the shard (then the build).
             try:
                 members, sample_rows = _make_sample(_PHOTOS.get(sample.source, job.max_pixels), sample, spec, job)
             except BadImage as err:  # the photo is unusable (unreadable, or smaller than the patch)
                 errors.append(_error(sample, spec, str(err)))
                 continue
-            except ValueError as err:  # this patch under this type (SampleError: a tier out of reach)
-                errors.append(_error(sample, spec, str(err), spec.type, sample.key, getattr(err, "tier", None)))
+            except SampleError as err:  # this patch under this type: a tier out of reach
+                errors.append(_error(sample, spec, str(err), spec.type, sample.key, err.tier))
                 continue
             for name, data in members:
                 add(name, data)
             rows.extend(sample_rows)
     write_shard_manifest(rows, errors, out / spec.parquet)
-    return ShardResult(spec.name, len(rows) // len(SLOTS), len(errors))
+    return ShardResult(spec.name, len(rows) // len(MEMBER_TIERS), len(errors))
 
 
 def _error(sample: SampleSpec, spec: ShardSpec, reason: str, type_name: str | None = None,
@@ -144,10 +148,10 @@ def _error(sample: SampleSpec, spec: ShardSpec, reason: str, type_name: str | No
 def _make_sample(image: np.ndarray, sample: SampleSpec, spec: ShardSpec, job: ShardJob) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
     """Members (name, bytes) in tar order and manifest rows of one sample."""
     h, w = image.shape[:2]
-    try:
-        x, y, pw, ph = patch_box(h, w, job.patch, sample.patch_index, job.patches_per_image, job.layout, job.scorer.seed, sample.key)
-    except ValueError as err:
-        raise BadImage(str(err)) from None
+    x, y, pw, ph = patch_box(h, w, job.patch, sample.patch_index, job.patches_per_image, job.layout, job.scorer.seed, sample.key)
+    need = max(MIN_PATCH, D.get(spec.type).min_size)
+    if min(pw, ph) < need:  # only whole images (--patch 0) can be: BuildConfig checks patch sides
+        raise SampleError(f"image is {pw}x{ph}, smaller than the {need} px {spec.type} needs")
     patch = np.ascontiguousarray(image[y : y + ph, x : x + pw])
     slots = make_slots(patch, spec.type, sample.key, job.scorer)
     members, rows = [], []
@@ -161,9 +165,9 @@ def _make_sample(image: np.ndarray, sample: SampleSpec, spec: ShardSpec, job: Sh
         "seed": job.scorer.seed,
         "metric": job.scorer.metric,
     }
-    for slot in SLOTS:
+    for slot in MEMBER_TIERS:
         data = job.codec.encode(slots[slot].image)
-        member = f"{sample.key}.{slot}.{job.codec.extension}"
+        member = member_name(sample.key, slot, job.codec.extension)
         members.append((member, data))
         record[slot] = {**slots[slot].record, "member": member}
         r = slots[slot].record
@@ -175,5 +179,5 @@ def _make_sample(image: np.ndarray, sample: SampleSpec, spec: ShardSpec, job: Sh
                 "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "source": sample.source.id,
             }
         )
-    members.append((f"{sample.key}.json", json.dumps(record, sort_keys=True).encode()))
+    members.append((record_member(sample.key), json.dumps(record, sort_keys=True).encode()))
     return members, rows

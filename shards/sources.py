@@ -21,7 +21,7 @@ DEFAULT_MAX_PIXELS = 100_000_000  # beyond this a file is treated as a decompres
 BUILTIN = "builtin"
 
 
-class BadImage(ValueError):
+class BadImage(D.UserError):
     """A source file that cannot be used; the message is the reason recorded in errors.parquet."""
 
 
@@ -81,10 +81,21 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise BadImage(str(err)) from None
 
 
+def load_sources(source: str | Path, limit: int | None = None) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """The photos of `source` (the first `limit`, in source order) by id, and (id, reason) for each unusable one."""
+    images, unusable = {}, []
+    for src in list_sources(source)[:limit]:
+        try:
+            images[src.id] = src.load()
+        except BadImage as err:
+            unusable.append((src.id, str(err)))
+    return images, unusable
+
+
 def list_sources(source: str | Path) -> list[Source]:
     """Every photo of `source`: `builtin`, a folder (recursive), or a .txt / .parquet list of paths.
 
-    Raises FileNotFoundError or ValueError before any work when the source is
+    Raises D.InputNotFound or D.UserError before any work when the source is
     missing or holds no image files.
     """
     if str(source) == BUILTIN:
@@ -92,17 +103,17 @@ def list_sources(source: str | Path) -> list[Source]:
     # Absolute, so tasks find the files whatever the working directory of the worker running them.
     root = Path(source).expanduser().absolute()
     if not root.exists():
-        raise FileNotFoundError(f"source {str(source)!r} does not exist (give a folder, a .txt or .parquet list, or 'builtin')")
+        raise D.InputNotFound(f"source {str(source)!r} does not exist (give a folder, a .txt or .parquet list, or 'builtin')")
     if root.is_dir():
         files = image_files(root)
         found = [Source(p.relative_to(root).as_posix(), str(p)) for p in files]
     else:
         found = [Source(p, str((root.parent / p) if not Path(p).is_absolute() else p)) for p in _read_list(root)]
     if not found:
-        raise ValueError(f"source {str(source)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise D.UserError(f"source {str(source)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     ids = [s.id for s in found]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"source list {str(source)!r} names a file twice")
+        raise D.UserError(f"source list {str(source)!r} names a file twice")
     return found
 
 
@@ -121,4 +132,4 @@ def _read_list(path: Path) -> list[str]:
     if path.suffix.lower() in (".txt", ".lst", ".csv"):
         lines = (line.strip() for line in path.read_text().splitlines())
         return [line for line in lines if line and not line.startswith("#")]
-    raise ValueError(f"source file {str(path)!r} must be a .txt or .parquet list of image paths")
+    raise D.UserError(f"source file {str(path)!r} must be a .txt or .parquet list of image paths")

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import warnings
 
 import cv2
 import numpy as np
 import pytest
 
 import degradations as D
-from pipeline import checkpoint
 from pipeline.cli import main
-from pipeline.config import dump
-from pipeline.evaluate import match_pairs
-from pipeline.stages import RESTORER_DEFAULTS, build_restorer, seeded_torch
+from pipeline.eval.benchmarks import match_pairs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -25,9 +20,9 @@ def write(path, image):
     cv2.imwrite(str(path), image[:, :, ::-1])
 
 
-@pytest.fixture(scope="module")
-def photos():
-    return [D.builtin_photo(n)[100:164, 100:164] for n in ("astronaut", "coffee", "chelsea")]
+@pytest.fixture
+def photos(photo_crops):
+    return photo_crops
 
 
 def test_pairs_match_by_path_or_number(tmp_path, photos):
@@ -46,27 +41,14 @@ def test_pairs_match_by_path_or_number(tmp_path, photos):
         match_pairs(tmp_path / "bad/low", tmp_path / "bad/high")
 
 
-def test_eval_cli_writes_the_all_in_one_table(tmp_path, photos):
+def test_eval_cli_writes_the_all_in_one_table(tmp_path, photos, restorer_run):
     for i, p in enumerate(photos):
         write(tmp_path / f"bsd68/{i:03d}.png", p)
         rainy, _ = D.degrade(p, "rain", 0.5, seed=i)
         write(tmp_path / f"rain100l/rainy/rain-{i + 1:03d}.png", rainy)
         write(tmp_path / f"rain100l/norain/norain-{i + 1:03d}.png", p)
-    config = copy.deepcopy(RESTORER_DEFAULTS)
-    config["model"].update(
-        backbone="nafnet", sgm=False, cfe=True,
-        backbone_kwargs={"width": 8, "encoder_blocks": [1, 1, 1], "middle_blocks": 1, "decoder_blocks": [1, 1, 1]},
-    )
-    run = tmp_path / "run"
-    run.mkdir()
-    with seeded_torch(0), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = build_restorer(config["model"])
-    dump(config, run / "config.yaml")
-    checkpoint.save(run / "last.pt", {"model": model.state_dict()})
-
     out = tmp_path / "results"
-    code = main(["eval", "restorer", str(run), "--bench", f"bsd68={tmp_path / 'bsd68'}",
+    code = main(["eval", "restorer", str(restorer_run), "--bench", f"bsd68={tmp_path / 'bsd68'}",
                  "--bench", f"rain100l={tmp_path / 'rain100l'}", "-o", str(out), "--device", "cpu"])
     assert code == 0
     rows = json.loads((out / "all_in_one.json").read_text())

@@ -4,7 +4,6 @@ aligned crops, damaged shards, synth mode, the shard-count error."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -15,14 +14,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 import degradations as D
+import shards.format as F
+from degradations.tiers import TypeCurve
 from pipeline import ShardProblemWarning, make_loader
-from pipeline.tar_stream import CacheError
+from pipeline.data.tar_stream import CacheError
+from shards.files import shard_writer
+from shards.manifest import merge_manifests, write_errors, write_shard_manifest
 
 # Uneven shards on purpose: 24 noise + 17 rain samples in 8 shards.
 LAYOUT = {"noise": [7, 3, 5, 1, 8], "rain": [6, 2, 9]}
@@ -40,38 +42,39 @@ def severity_of(key: str, tier: str) -> float:
     return round(int(hashlib.blake2b(f"{key}/{tier}".encode(), digest_size=2).hexdigest(), 16) / 65536, 4)
 
 
-def write_build(root: Path, layout: dict[str, list[int]] = LAYOUT, split: str = "train") -> list[str]:
-    """A build in the on-disk format of DESIGN.md (tars, per-shard parquet, manifest); returns the keys."""
-    rows_all, keys = [], []
+def write_build(root: Path, layout: dict[str, list[int]] = LAYOUT, split: str = "train",
+                calibration: D.Calibration | None = None) -> list[str]:
+    """A finished build written through the format module and the builder's own writers, with
+    hand-made pixels and labels; returns the keys."""
+    keys, manifests = [], []
     for type_name, sizes in layout.items():
-        (root / split / type_name).mkdir(parents=True, exist_ok=True)
         for s, n in enumerate(sizes):
-            rel = f"{split}/{type_name}/shard-{s:06d}"
+            stem = F.shard_stem(split, type_name, s)
+            (root / stem).parent.mkdir(parents=True, exist_ok=True)
             rows = []
-            with tarfile.open(root / f"{rel}.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+            with shard_writer(root / f"{stem}.tar") as add:
                 for i in range(n):
                     key = f"{type_name}-s{s}-{i:03d}"
                     keys.append(key)
                     clean = clean_patch(key)
-                    members = []
-                    for tier in ("hq", "mq", "lq"):
+                    for tier in F.MEMBER_TIERS:
                         data = cv2.imencode(".png", np.ascontiguousarray((clean + SHIFT[tier])[:, :, ::-1]))[1].tobytes()
-                        members.append((f"{key}.{tier}.png", data))
+                        member = F.member_name(key, tier, "png")
+                        add(member, data)
                         rows.append({
                             "key": key, "split": split, "type": type_name, "tier": tier,
                             "severity": severity_of(key, tier), "score": 1.0 - severity_of(key, tier), "psnr": None,
-                            "shard": f"{rel}.tar", "member": f"{key}.{tier}.png", "width": SIDE, "height": SIDE,
+                            "shard": f"{stem}.tar", "member": member, "width": SIDE, "height": SIDE,
                             "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "source": "test",
                         })
-                    members.append((f"{key}.json", json.dumps({"key": key}).encode()))
-                    for name, data in members:
-                        info = tarfile.TarInfo(name)
-                        info.size = len(data)
-                        tar.addfile(info, io.BytesIO(data))
-            pq.write_table(pa.Table.from_pylist(rows), root / f"{rel}.parquet")
-            rows_all += rows
-    pq.write_table(pa.Table.from_pylist(rows_all), root / "manifest.parquet")
-    (root / "dataset.json").write_text(json.dumps({"format": "perceive-ir/shards"}))
+                    add(F.record_member(key), json.dumps({"key": key}).encode())
+            write_shard_manifest(rows, [], root / f"{stem}.parquet")
+            manifests.append(root / f"{stem}.parquet")
+    merge_manifests(manifests, root / F.MANIFEST)
+    write_errors([], root / F.ERRORS)
+    config = {"types": list(layout), "splits": {split: 1.0}}
+    record = F.make_record(config, list(layout), "png", calibration or D.default_calibration(), {"count": 0}, "test", "test")
+    F.write_record(root, {**record, "counts": {"samples": len(keys)}})
     return keys
 
 
@@ -205,7 +208,7 @@ def test_a_killed_worker_fails_the_epoch_then_fresh_workers_go_on(build):
 
 
 def test_every_validation_pass_sees_the_same_batches(build):
-    from pipeline.stages import _batches
+    from pipeline.eval.shards import first_batches as _batches
 
     root, _ = build
     ld = loader(root)
@@ -347,14 +350,12 @@ def test_synth_mode_reproducible_from_its_seed(build):
             assert int(batch["tier"][i]) == D.TIERS.index(D.tier_of(batch["score"][i].item()))
 
 
-def test_synth_mode_grades_with_the_builds_metric_and_ranges(build, tmp_path):
-    root, _ = build
-    psnr_build = tmp_path / "psnr"
-    shutil.copytree(root, psnr_build)
-    bands = {"hq": [40.0, float("inf")], "mq": [30.0, 40.0], "lq": [12.0, 30.0]}  # not the default PSNR bands
+def test_synth_mode_grades_with_the_builds_metric_and_ranges(tmp_path):
+    bands = {"hq": (40.0, float("inf")), "mq": (30.0, 40.0), "lq": (12.0, 30.0)}  # not the default PSNR bands
     ranges = {"noise": {"hq": [0.0, 0.1], "mq": [0.3, 0.31], "lq": None}, "rain": {"hq": None, "mq": None, "lq": [0.8, 0.81]}}
-    record = {"format": "perceive-ir/shards", "calibration": {"metric": "psnr", "bands": bands, "types": {t: {"ranges": r} for t, r in ranges.items()}}}
-    (psnr_build / "dataset.json").write_text(json.dumps(record))
+    curves = {t: TypeCurve([0.0, 1.0], [100.0, 20.0], [0.0, 1.0], r) for t, r in ranges.items()}
+    psnr_build = tmp_path / "psnr"
+    write_build(psnr_build, calibration=D.Calibration("psnr", bands, curves))
     tiers = set()
     for batch in epoch_batches(loader(psnr_build, mode="synth")):
         for i, type_name in enumerate(batch["type"]):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.catalog import Catalog
-from pipeline.epoch_plan import PlanSpec, batches_per_epoch, check_spec, plan_epoch
+from pipeline.data.catalog import Catalog
+from pipeline.data.epoch_plan import PlanSpec, batches_per_epoch, check_spec, plan_epoch
 
 
 def catalog(layout: dict[str, list[int]]) -> Catalog:

@@ -25,19 +25,17 @@ import webdataset as wds
 from PIL import Image
 
 import shards
+from helpers import SMALL_BUILD, SMALL_BUILD_ARGS
 from pipeline.cli import main
 
-CONFIG = shards.BuildConfig(patch=64, patches_per_image=3, samples_per_shard=3, seed=5)
-CLI_ARGS = ["--patch", "64", "--patches-per-image", "3", "--samples-per-shard", "3", "--seed", "5", "--quiet"]
+CONFIG, CLI_ARGS = SMALL_BUILD, SMALL_BUILD_ARGS
 SLOTS = ("hq", "mq", "lq")
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reference")
-    result = shards.build("builtin", out, CONFIG, workers=2, progress=False)
-    assert result.shards_skipped == 0 and result.report.samples > 0
-    return out
+@pytest.fixture
+def reference(small_build: Path) -> Path:
+    """The build every other build here is compared with, byte for byte."""
+    return small_build
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -15,8 +15,8 @@ from PIL import Image
 
 import degradations as D
 import shards
-from shards.sample import SampleError, Scorer, _next_severity, degraded_slot, make_slots, patch_box, search_intervals
-from shards.tarwriter import shard_writer
+from shards.files import shard_writer
+from shards.sample import SampleError, Scorer, _next_severity, degraded_slot, make_slots, patch_box
 
 
 def fake_sources(n: int) -> list[shards.Source]:
@@ -25,7 +25,7 @@ def fake_sources(n: int) -> list[shards.Source]:
 
 def scorer(types=("noise", "blur", "haze"), seed=0, tries=8) -> Scorer:
     cal = D.default_calibration()
-    return Scorer(cal.metric, dict(cal.bands), {t: search_intervals(cal, t) for t in types}, seed, tries)
+    return Scorer.of(cal, types, seed, tries)
 
 
 # --- plan ---------------------------------------------------------------------------------------------
@@ -133,9 +133,11 @@ def test_next_severity_interpolates_extrapolates_and_stays_in_the_bracket():
 def test_search_starts_above_mq_where_calibration_says_lq_is_out_of_reach():
     cal = D.default_calibration()
     assert cal.types["blur"].ranges["lq"] is None
-    assert search_intervals(cal, "blur")["lq"] == (cal.types["blur"].ranges["mq"][1], 1.0)
-    with pytest.raises(ValueError, match="perceive-ir calibrate"):
-        search_intervals(cal, "noise+haze")
+    assert cal.interval("blur", "lq") is None
+    assert cal.interval("blur", "lq", beyond_mean=True) == (cal.types["blur"].ranges["mq"][1], 1.0)
+    assert cal.interval("noise", "lq", beyond_mean=True) == cal.interval("noise", "lq") == tuple(cal.types["noise"].ranges["lq"])
+    with pytest.raises(D.UserError, match="perceive-ir calibrate"):
+        cal.interval("noise+haze", "mq")
 
 
 # --- files --------------------------------------------------------------------------------------------

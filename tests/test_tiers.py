@@ -83,7 +83,7 @@ def test_default_calibration_is_reproducible_by_its_command(tmp_path):
     out = tmp_path / "cal.json"
     assert main(["calibrate", "--source", "builtin", "--types", "noise", "-o", str(out)]) == 0
     mine = json.loads(out.read_text())
-    shipped = D.default_calibration().to_dict()
+    shipped = D.default_calibration().to_record()
     assert mine["types"]["noise"] == shipped["types"]["noise"]
     assert mine["bands"] == shipped["bands"]
 
@@ -92,5 +92,7 @@ def test_calibration_round_trips(tmp_path):
     cal = D.calibrate({"a": D.builtin_photo("astronaut")}, ["jpeg"], severities=[0, 0.5, 1], patch=96, patches_per_image=1)
     cal.save(tmp_path / "c.json")
     again = D.load_calibration(tmp_path / "c.json")
-    assert again.to_dict() == cal.to_dict()
+    assert again.to_record() == cal.to_record()
+    assert D.Calibration.from_record(cal.to_record()) == cal
+    assert D.Calibration.from_record(cal.subset(["jpeg"]).to_record()).types.keys() == {"jpeg"}
     assert again.severity_range("jpeg", "hq") == cal.severity_range("jpeg", "hq")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import socket
 import warnings
@@ -12,21 +11,16 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pipeline.config import parse_override, resolve
-from pipeline.distributed import DistEnv
-from pipeline.stages import PERCEIVER_DEFAULTS, RESTORER_DEFAULTS, PerceiverTask, RestorerTask, seeded_torch
-from pipeline.trainer import LAST, Schedule, fit
+from helpers import stage_config
+from pipeline.train import get_stage
+from pipeline.train.config import parse_override, resolve
+from pipeline.train.distributed import DistEnv
+from pipeline.train.stages import seeded_torch
+from pipeline.train.stages.perceiver import PerceiverTask
+from pipeline.train.stages.restorer import RestorerTask
+from pipeline.train.trainer import LAST, Schedule, fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-TINY_PERCEIVER = {"clip_model": "perceive-ir-tiny", "pretrained": None, "n_ctx": 4, "train_visual": True}
-TINY_RESTORER = {
-    "backbone": "nafnet", "sgm": True, "cfe": True, "semantic_model": "vit_small_patch14_dinov2",
-    "semantic_pretrained": None, "semantic_size": 28, "semantic_kwargs": {"depth": 3, "embed_dim": 32, "num_heads": 2},
-    "backbone_kwargs": {"width": 8, "encoder_blocks": [1, 1, 1], "middle_blocks": 1, "decoder_blocks": [1, 1, 1]},
-}
-TINY_LOSS = {"perceptual_kwargs": {"depths": [0, 1], "layer_weights": [0.5, 1.0]}}
-
 
 class ListLoader:
     """A stand-in loader: a fixed list of batches per epoch, with the position in its state."""
@@ -69,15 +63,7 @@ def triplet_batches(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def config(stage: str, out: Path, steps: int, **run) -> dict:
-    base = PERCEIVER_DEFAULTS if stage == "perceiver" else RESTORER_DEFAULTS
-    cfg = copy.deepcopy(base)
-    cfg["model"] = dict(TINY_PERCEIVER if stage == "perceiver" else TINY_RESTORER)
-    if stage == "restorer":
-        cfg["loss"].update(TINY_LOSS)
-    cfg["optim"].update(steps=steps, warmup_steps=2, lr=3e-3)
-    cfg["run"].update({"out": str(out), "checkpoint_every": 1000, "log_every": 1, "bf16": False, **run})
-    return cfg
+config = stage_config
 
 
 CPU = DistEnv(0, 1, 0, torch.device("cpu"))
@@ -97,11 +83,12 @@ def run_fit(stage: str, cfg: dict, loader) -> torch.nn.Module:
 
 def test_config_layers_and_unknown_keys(tmp_path):
     (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.01\ndata:\n  batch_size: 4\n")
-    cfg = resolve(PERCEIVER_DEFAULTS, tmp_path / "c.yaml", ["optim.lr=5e-4", "run.bf16=false"])
+    defaults = get_stage("perceiver").defaults()
+    cfg = resolve(defaults, tmp_path / "c.yaml", ["optim.lr=5e-4", "run.bf16=false"])
     assert cfg["optim"]["lr"] == 5e-4 and cfg["data"]["batch_size"] == 4 and cfg["run"]["bf16"] is False
-    assert PERCEIVER_DEFAULTS["optim"]["lr"] == 2e-3  # defaults untouched
+    assert defaults["optim"]["lr"] == 2e-3  # defaults untouched
     with pytest.raises(ValueError, match="unknown config key 'optim.lrr'"):
-        resolve(PERCEIVER_DEFAULTS, None, ["optim.lrr=1"])
+        resolve(defaults, None, ["optim.lrr=1"])
     with pytest.raises(ValueError, match="section.key=value"):
         parse_override("optim.lr")
 
@@ -164,8 +151,8 @@ def _free_port() -> int:
 
 def _ddp_worker(rank: int, world: int, port: int, stage: str, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from pipeline import checkpoint, trainer
-    from pipeline.distributed import init_distributed, shutdown
+    from pipeline.train import checkpoint, trainer
+    from pipeline.train.distributed import init_distributed, shutdown
 
     saved = checkpoint.save
 

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_range
+from degradations.errors import UserError
 from degradations.kernels import blend
 from degradations.registry import register
 
@@ -61,10 +62,10 @@ class Haze(Degradation):
         require_range(self.name, "vertical_weight", params["vertical_weight"], 0.0, 1.0)
         airlight = params["airlight"]
         if not (isinstance(airlight, (list, tuple)) and len(airlight) == 3):
-            raise ValueError(f"haze airlight must be 3 values (R, G, B), got {airlight!r}")
+            raise UserError(f"haze airlight must be 3 values (R, G, B), got {airlight!r}")
         for a in airlight:
             if isinstance(a, bool) or int(a) != a or not 0 <= a <= 255:
-                raise ValueError(f"haze airlight values are 8-bit integers 0-255, got {airlight!r}")
+                raise UserError(f"haze airlight values are 8-bit integers 0-255, got {airlight!r}")
 
     def params(self, rng: np.random.Generator, severity: float) -> dict[str, Any]:
         grey = rng.uniform(190, 250)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from degradations.base import Degradation, require_range
+from degradations.errors import UserError
 from degradations.registry import register
 
 
@@ -24,7 +25,7 @@ class Jpeg(Degradation):
     def check(self, params: Mapping[str, Any]) -> None:
         require_range(self.name, "quality", params["quality"], 1, 100)
         if int(params["quality"]) != params["quality"]:
-            raise ValueError(f"jpeg quality must be an integer, got {params['quality']}")
+            raise UserError(f"jpeg quality must be an integer, got {params['quality']}")
 
     def params(self, rng: np.random.Generator, severity: float) -> dict[str, Any]:
         return {"quality": int(round(95 - 94 * severity))}

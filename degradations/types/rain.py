@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_range
+from degradations.errors import UserError
 from degradations.kernels import correlate, line_kernel, particle_seeds, screen
 from degradations.registry import register
 
@@ -48,7 +49,7 @@ class Rain(Degradation):
         require_range(self.name, "blur", params["blur"], 0.0, 5.0)
         require_range(self.name, "brightness", params["brightness"], 0.0, 1.0)
         if params["layers"] not in (1, 2):
-            raise ValueError(f"rain layers must be 1 or 2, got {params['layers']!r}")
+            raise UserError(f"rain layers must be 1 or 2, got {params['layers']!r}")
 
     def params(self, rng: np.random.Generator, severity: float) -> dict[str, Any]:
         angle, width, blur, layers = rng.uniform(-25, 25), rng.integers(1, 3), rng.uniform(0.5, 1.2), rng.integers(1, 3)

@@ -1,0 +1,55 @@
+"""The `perceive-ir` command line: one subcommand per module of this package.
+
+Each command module defines HELP (one line), EXAMPLES (command lines shown by
+--help), add_arguments(parser) and run(args) -> exit code; run() parses what
+argparse cannot and calls one library function. Imports inside run() keep
+`perceive-ir --help` fast.
+
+A `degradations.UserError` (bad input, a missing file, a folder that is no
+build) is printed as one line and exits with status 2; anything else is a bug
+and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "eval", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perceive-ir",
+        description="Graded degradations, tiered shards and training for all-in-one image restoration.",
+        epilog="Run `perceive-ir COMMAND --help` for an example of each command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"pipeline.cli.{name}")
+        p = sub.add_parser(
+            name.replace("_", "-"),
+            help=module.HELP,
+            description=module.HELP,
+            epilog="example:\n  " + "\n  ".join(module.EXAMPLES),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from degradations import UserError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except BrokenPipeError:  # `perceive-ir inspect OUT | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
+    except UserError as err:  # the user's to fix: one clear line, no traceback
+        print(f"perceive-ir {args.command}: error: {err}", file=sys.stderr)
+        return 2

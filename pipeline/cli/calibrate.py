@@ -1,0 +1,56 @@
+"""perceive-ir calibrate: measure severity -> score curves and each tier's severity range."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "measure severity -> quality curves per type on a set of photos; write calibration.json"
+EXAMPLES = [
+    "perceive-ir calibrate --source builtin -o calibration.json",
+    "perceive-ir calibrate --source ~/photos --types noise,haze,low_light+haze --patch 256 -o my_calibration.json",
+    "# the shipped default is exactly:  perceive-ir calibrate --source builtin -o degradations/calibration.json",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default="builtin", help="folder, .txt/.parquet list of paths, or 'builtin' (default)")
+    p.add_argument("-o", "--out", required=True, help="output calibration.json")
+    p.add_argument("--types", help="comma-separated types, composites allowed (default: all registered)")
+    p.add_argument("--patch", type=int, default=256, help="square crop side scored (0: whole images); default 256")
+    p.add_argument("--patches-per-image", type=int, default=4)
+    p.add_argument("--steps", type=int, default=21, help="severity grid points in [0, 1]; default 21")
+    p.add_argument("--metric", default="ssim", choices=["ssim", "psnr"])
+    p.add_argument("--max-images", type=int, default=200, help="use at most this many photos (the first, in path order)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    import degradations as D
+    from pipeline.cli.args import items
+    from shards import load_sources
+
+    if args.steps < 2:
+        raise D.UserError("--steps must be at least 2")
+    images, unusable = load_sources(args.source, args.max_images)
+    for source_id, reason in unusable:
+        print(f"skipping {source_id}: {reason}")
+    types = items(args.types) or D.available()
+    severities = np.round(np.linspace(0.0, 1.0, args.steps), 4)
+    total = len(types) * len(images) * args.patches_per_image * len(severities)
+    with tqdm(total=total, unit="img", desc="calibrate") as bar:
+        cal = D.calibrate(
+            images, types, severities=severities, patch=args.patch, patches_per_image=args.patches_per_image,
+            seed=args.seed, metric=args.metric, progress=bar.update,
+        )
+    cal.save(args.out)
+    print(f"{'type':<24} {'hq':>15} {'mq':>15} {'lq':>15}   ({cal.metric}; severity ranges)")
+    for name, curve in cal.types.items():
+        cells = [("%.3f-%.3f" % tuple(r)) if r else "out of reach" for r in (curve.ranges[t] for t in reversed(D.TIERS))]
+        print(f"{name:<24} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}")
+        for note in curve.notes:
+            print(f"  note: {note}")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,48 @@
+"""perceive-ir train perceiver|restorer: one process, or several under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train the quality perceiver (stage 1) or the restorer (stage 2) on built shards"
+EXAMPLES = [
+    "perceive-ir train perceiver --data.source shards/ -o runs/perceiver",
+    "perceive-ir train restorer --config restorer.yaml loss.perceiver=runs/perceiver/perceiver.safetensors",
+    "torchrun --nproc-per-node 4 -m pipeline.cli train restorer --config restorer.yaml data.source=shards/",
+    "perceive-ir train restorer --config restorer.yaml run.resume=true      # continue after a stop or SIGTERM",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    # No `choices`: the stage registry imports torch, and --help should not; an unknown stage is a clear error.
+    p.add_argument("stage", help="the stage to train: perceiver (stage 1) or restorer (stage 2)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-4 data.batch_size=16")
+    p.add_argument("--config", help="YAML file over the stage's defaults (see --print-config)")
+    p.add_argument("--data.source", dest="source", help="shard root written by `perceive-ir build` (= data.source=...)")
+    p.add_argument("-o", "--out", help="run directory (= run.out=...)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (= run.resume=true)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    import degradations as D
+    from pipeline.train import get_stage, resolve, train
+
+    overrides = list(args.overrides)
+    if args.source:
+        overrides.append(f"data.source={args.source}")
+    if args.out:
+        overrides.append(f"run.out={args.out}")
+    if args.resume:
+        overrides.append("run.resume=true")
+    config = resolve(get_stage(args.stage).defaults(), args.config, overrides)
+    if args.print_config:
+        print(yaml.safe_dump(config, sort_keys=False))
+        return 0
+    if not config["data"]["source"]:
+        raise D.UserError("give the shards: --data.source DIR (a root written by `perceive-ir build`)")
+    result = train(args.stage, config)
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    return 0

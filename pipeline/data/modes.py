@@ -1,0 +1,167 @@
+"""Loader modes: what one batch entry holds, one class per mode.
+
+A mode names the members it reads from a sample, may draw one value per
+batch position (`tiers` draws the tier each position shows), and turns the
+decoded, cropped images and the catalog's labels into the fields of a batch
+entry. Fields are collated by kind (images to B x 3 x H x W float32, numbers
+to tensors, strings to lists), so a new mode is one class registered here.
+
+Every draw comes from D.rng(seed, epoch, ..., key, repeat): a batch is
+reproducible from (seed, epoch), whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+import degradations as D
+from pipeline.data.catalog import Catalog
+from pipeline.data.epoch_plan import EpochPlan
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a batch entry comes from: its sample, and the (epoch, repeat) it is drawn for."""
+
+    catalog: Catalog
+    sid: int
+    key: str
+    type: str
+    seed: int
+    epoch: int
+    repeat: int
+
+    def labels(self, tier: str, suffix: str = "") -> dict[str, float]:
+        """The stored severity and score of the sample's `tier` image, as `severity{suffix}`, `score{suffix}`."""
+        i = D.TIERS.index(tier)
+        return {f"severity{suffix}": float(self.catalog.severity[self.sid, i]), f"score{suffix}": float(self.catalog.score[self.sid, i])}
+
+
+class Mode:
+    """A loader mode; see the module docstring."""
+
+    name: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]]  # the member kinds read from the tar
+
+    @classmethod
+    def create(cls, catalog: Catalog, types: Sequence[str]) -> Mode:
+        return cls()
+
+    def min_side(self, types: Sequence[str]) -> int:
+        """The smallest crop side this mode can work on for `types`."""
+        return 1
+
+    def draws(self, seed: int, plan: EpochPlan, batch: int) -> np.ndarray | None:
+        """One value per position of `batch`, handed to `decodes` and `make`; None when the mode draws nothing."""
+        return None
+
+    def decodes(self, draw: int | None) -> tuple[str, ...]:
+        """The members to decode for one entry."""
+        return self.reads
+
+    def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
+        """The entry's fields besides key and type."""
+        raise NotImplementedError
+
+
+MODES: dict[str, type[Mode]] = {}
+
+
+def register_mode(cls: type[Mode]) -> type[Mode]:
+    MODES[cls.name] = cls
+    return cls
+
+
+def get_mode(name: str, catalog: Catalog, types: Sequence[str]) -> Mode:
+    if name not in MODES:
+        raise D.UserError(f"unknown mode {name!r}; modes are {', '.join(MODES)}")
+    return MODES[name].create(catalog, types)
+
+
+@register_mode
+class Pairs(Mode):
+    """lq and hq images; the labels of lq."""
+
+    name = "pairs"
+    reads = ("lq", "hq")
+
+    def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
+        return {**images, **entry.labels("lq")}
+
+
+@register_mode
+class Triplets(Mode):
+    """lq, mq and hq images; the labels of lq, and of mq as severity_mq and score_mq."""
+
+    name = "triplets"
+    reads = ("lq", "mq", "hq")
+
+    def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
+        return {**images, **entry.labels("lq"), **entry.labels("mq", "_mq")}
+
+
+@register_mode
+class Tiers(Mode):
+    """One image of a drawn tier and its labels; `tier` is its class (D.TIERS index). Every tier
+    is shown equally often in a batch, as far as the batch size allows."""
+
+    name = "tiers"
+    reads = D.TIERS
+
+    def draws(self, seed: int, plan: EpochPlan, batch: int) -> np.ndarray:
+        rng = D.rng(seed, plan.epoch, plan.rank, "tiers", batch)
+        return rng.permutation(np.resize(np.arange(len(D.TIERS)), plan.batch_size))
+
+    def decodes(self, draw: int | None) -> tuple[str, ...]:
+        return (D.TIERS[int(draw)],)  # type: ignore[arg-type]  (draws gives one per position)
+
+    def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
+        tier = D.TIERS[int(draw)]  # type: ignore[arg-type]
+        return {"image": images[tier], **entry.labels(tier), "tier": int(draw)}  # type: ignore[arg-type]
+
+
+@register_mode
+@dataclass(frozen=True)
+class Synth(Mode):
+    """The clean image degraded afresh into lq: a degraded tier drawn, a severity drawn in its
+    calibrated range, the result scored and graded with the build's metric and bands, so
+    synthetic tiers mean what stored ones do."""
+
+    name: ClassVar[str] = "synth"
+    reads: ClassVar[tuple[str, ...]] = ("hq",)
+
+    ranges: dict[str, tuple[tuple[str, float, float], ...]]  # type -> (tier, lo, hi) to draw from
+    metric: str
+    bands: dict[str, tuple[float, float]]
+
+    @classmethod
+    def create(cls, catalog: Catalog, types: Sequence[str]) -> Synth:
+        calibration = catalog.calibration or D.default_calibration()
+        ranges = {}
+        for name in types:
+            # Mildest first: the draw picks an index into this order.
+            reach = tuple((t, *r) for t in reversed(D.DEGRADED_TIERS) if (r := calibration.interval(name, t)) is not None)
+            if not reach:
+                raise D.UserError(f"synth mode: type {name!r} reaches none of the tiers {', '.join(D.DEGRADED_TIERS)}")
+            ranges[name] = reach
+        return cls(ranges, calibration.metric, dict(calibration.bands))
+
+    def min_side(self, types: Sequence[str]) -> int:
+        return max(D.get(t).min_size for t in types)
+
+    def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
+        rng = D.rng(entry.seed, entry.epoch, "synth", entry.key, entry.repeat)
+        choices = self.ranges[entry.type]
+        _, lo, hi = choices[int(rng.integers(len(choices)))]
+        severity = float(rng.uniform(lo, hi))
+        clean = np.ascontiguousarray(images["hq"])
+        seed = D.derive_seed(entry.seed, entry.epoch, "synth", entry.key, entry.repeat)
+        degraded, _ = D.degrade(clean, entry.type, severity, seed=seed)
+        score = D.quality_reference(self.metric, clean)(degraded)
+        tier = D.tier_of(score, self.metric, self.bands)
+        return {"lq": degraded, "hq": clean, "severity": severity, "score": score, "tier": D.TIERS.index(tier)}
+

@@ -1,0 +1,1 @@
+"""Evaluation: image-quality metrics, the benchmark protocol, models on a shard split, result tables."""

@@ -1,0 +1,1 @@
+"""For people: contact sheets, training curves, the demo and its report."""

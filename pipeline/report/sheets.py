@@ -1,0 +1,60 @@
+"""Contact sheets that check degradations, or a build, by eye."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+import degradations as D
+import shards
+from pipeline.report.contact_sheet import grid, tile
+
+
+def severity_sheet(image: np.ndarray, types: Sequence[str], severities: Sequence[float], seed: int = 0, size: int = 192) -> np.ndarray:
+    """Rows = types, columns = severities; each tile labelled with severity, SSIM and tier."""
+    rows = []
+    for name in types:
+        row = []
+        for s in severities:
+            out, _ = D.degrade(image, name, s, seed=seed)
+            score = D.ssim(image, out)
+            row.append(tile(out, [f"s={s:.2f} ssim={score:.2f} {D.tier_of(score)}"], size))
+        rows.append(row)
+    return grid(rows, row_labels=list(types))
+
+
+def build_sheet(
+    out: str | Path, types: Sequence[str] | None = None, split: str | None = None, samples: int = 3, size: int = 192
+) -> np.ndarray:
+    """Rows = types; per sample three tiles, hq / mq / lq, labelled with tier, severity and score."""
+    if samples < 1:
+        raise D.UserError("--samples must be at least 1")
+    build = shards.open_build(out)
+    split = split or build.splits[0]
+    if split not in build.splits:
+        raise D.UserError(f"split {split!r} is not in {out} (splits: {', '.join(build.splits)})")
+    types = [D.canonical_name(t) for t in types] if types else build.types
+    rows = build.manifest(["key", "type"], filters=[("split", "=", split), ("tier", "=", "hq")])
+    keys_by_type = rows.to_pandas().groupby("type")["key"].apply(sorted).to_dict()
+    chosen = {}
+    for name in types:
+        keys = keys_by_type.get(name, [])
+        if not keys:
+            raise D.UserError(f"{out} holds no {name!r} samples in split {split!r} (types: {', '.join(build.types)})")
+        # Spread over the sorted keys, so the tiles come from different photos where there are several.
+        picks = np.unique(np.linspace(0, len(keys) - 1, min(samples, len(keys))).round().astype(int))
+        chosen[name] = [keys[i] for i in picks]
+    images = shards.read_samples(build, [k for keys in chosen.values() for k in keys])
+    metric = build.calibration.metric
+    grid_rows = []
+    for name in types:
+        row = []
+        for key in chosen[name]:
+            record = images[key]["json"]
+            for tier in shards.MEMBER_TIERS:
+                r = record[tier]
+                row.append(tile(images[key][tier], [f"{tier} s={r['severity']:.2f} {metric}={r['score']:.2f}"], size))
+        grid_rows.append(row)
+    return grid(grid_rows, row_labels=list(types))

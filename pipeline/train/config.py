@@ -1,0 +1,80 @@
+"""Training configuration: defaults as data, a YAML file over them, `key.sub=value` overrides on top."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import degradations as D
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "", *, allow_new: bool = False) -> dict[str, Any]:
+    """`base` updated by `update`, recursively; a key that `base` lacks is an error naming it
+    (unless `allow_new`: a stage's defaults add sections to the shared ones).
+
+    A section whose default is an empty dict (backbone_kwargs and the like) is
+    free-form: it is replaced whole, not checked key by key.
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        path = f"{where}{key}"
+        if key not in out:
+            if not allow_new:
+                raise D.UserError(f"unknown config key {path!r}; known at this level: {', '.join(sorted(out))}")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and out[key] and isinstance(value, Mapping):
+            out[key] = merge(out[key], value, f"{path}.", allow_new=allow_new)
+        else:
+            out[key] = _coerce(out[key], copy.deepcopy(value), path)
+    return out
+
+
+def _coerce(default: Any, value: Any, path: str) -> Any:
+    """Numbers where the default is a number: YAML 1.1 reads `5e-4` (no dot) as a string."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or not isinstance(value, str):
+        return value
+    try:
+        return float(value) if isinstance(default, float) or not value.lstrip("-").isdigit() else int(value)
+    except ValueError:
+        raise D.UserError(f"config key {path!r} takes a number, got {value!r}") from None
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`optim.lr=3e-4` -> {"optim": {"lr": 0.0003}}; the value is read as YAML."""
+    if "=" not in text:
+        raise D.UserError(f"override {text!r} must look like section.key=value")
+    dotted, raw = text.split("=", 1)
+    value: Any = _yaml(raw, f"override {text!r}") if raw else None
+    for part in reversed(dotted.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def resolve(defaults: Mapping[str, Any], path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Defaults, then the YAML file at `path` (if any), then each override in order."""
+    config = copy.deepcopy(dict(defaults))
+    if path:
+        if not Path(path).is_file():
+            raise D.InputNotFound(f"config file {path} does not exist")
+        loaded = _yaml(Path(path).read_text(), str(path)) or {}
+        if not isinstance(loaded, Mapping):
+            raise D.UserError(f"{path}: a config file must hold a mapping, got {type(loaded).__name__}")
+        config = merge(config, loaded)
+    for text in overrides:
+        config = merge(config, parse_override(text))
+    return config
+
+
+def _yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise D.UserError(f"{where} is not valid YAML: {err}") from None
+
+
+def dump(config: Mapping[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(dict(config), sort_keys=False))

@@ -1,0 +1,49 @@
+"""Run a training stage from a resolved config: distributed set-up, loaders, task, fit, export."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.data import StreamLoader, make_loader
+from pipeline.eval.shards import split_loader
+from pipeline.train.distributed import barrier, init_distributed, shutdown
+from pipeline.train.stages import Stage, get_stage, seeded_torch
+from pipeline.train.trainer import fit
+
+
+def make_loaders(stage: Stage, config: Mapping[str, Any], rank: int, world_size: int) -> tuple[StreamLoader, StreamLoader | None]:
+    """Training loader for this rank, and a validation loader (rank 0 only; see `split_loader`)."""
+    data, seed = config["data"], int(config["seed"])
+    train = make_loader(
+        data["source"], split=data["split"], mode=stage.mode, batch_size=data["batch_size"], crop=data["crop"],
+        types=data["types"], seed=seed, num_workers=data["num_workers"], rank=rank, world_size=world_size,
+    )
+    val = None
+    if rank == 0 and data["val_split"]:
+        val = split_loader(data["source"], data["val_split"], data["batch_size"], data["crop"])
+    return train, val
+
+
+def train(stage: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Train `stage` (a name in the stage registry); returns the last logged metrics and the final validation."""
+    spec = get_stage(stage)
+    env = init_distributed(config["run"]["device"])
+    try:
+        loader, val_loader = make_loaders(spec, config, env.rank, env.world_size)
+        with seeded_torch(int(config["seed"])):
+            task = spec.task(config, val_loader, env.device)
+            result = fit(task, loader, config, env)
+            if val_loader is not None:
+                task.model.eval()
+                with torch.no_grad():
+                    result.update(task.validate(task.model))
+        if env.is_main:
+            spec.export(task.model, Path(config["run"]["out"]))
+        barrier()
+        return result
+    finally:
+        shutdown()
