@@ -22,7 +22,7 @@ BUILTIN = "builtin"
 
 
 class BadImage(D.UserError):
-    """A source file that cannot be used; the message is the reason recorded in errors.parquet."""
+    """A source file that cannot be used; the message is the reason recorded in the errors table."""
 
 
 @dataclass(frozen=True)

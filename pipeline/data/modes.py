@@ -98,7 +98,7 @@ class Triplets(Mode):
     """lq, mq and hq images; the labels of lq, and of mq as severity_mq and score_mq."""
 
     name = "triplets"
-    reads = ("lq", "mq", "hq")
+    reads = D.TIERS
 
     def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
         return {**images, **entry.labels("lq"), **entry.labels("mq", "_mq")}
