@@ -17,7 +17,7 @@ def as_rgb_uint8(image: np.ndarray, *, what: str = "image") -> np.ndarray:
 
     Grayscale (H x W or H x W x 1) is broadcast to three channels, an alpha
     channel is dropped, uint16 is scaled to 8 bits. Anything else raises a
-    ValueError saying what was wrong.
+    UserError (a ValueError) saying what was wrong.
     """
     if not isinstance(image, np.ndarray):
         raise UserError(f"{what} must be a numpy array, got {type(image).__name__}")

@@ -60,7 +60,7 @@ class BuildConfig:
             raise D.UserError("give at least one degradation type")
         canonical = []
         for name in types:
-            D.get(name)  # ValueError naming the available types when unknown
+            D.get(name)  # UserError naming the available types when unknown
             canonical.append(D.canonical_name(name))
         if len(set(canonical)) != len(canonical):
             raise D.UserError(f"a type is named twice in {', '.join(types)}")

@@ -1,4 +1,4 @@
-"""`perceive-ir degrade` and `perceive-ir preview IMAGE` as a user runs them."""
+"""`perceive-ir degrade` and `perceive-ir preview IMAGE` as a user runs them; how the CLI reports errors."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 import degradations as D
 from pipeline.cli import main
@@ -39,3 +40,20 @@ def test_preview_draws_types_by_severities(tmp_path):
     assert main(["preview", "builtin:chelsea", "--types", "noise,haze", "--severities", "0.3,0.9", "--size", "64", "-o", str(out)]) == 0
     grid = cv2.imread(str(out))
     assert grid.shape[0] > 2 * 64 and grid.shape[1] > 2 * 64
+
+
+def test_user_errors_are_one_line_and_bugs_show_their_traceback(tmp_path, capsys, monkeypatch):
+    assert main(["inspect", str(tmp_path)]) == 2  # not a build: the user's to fix
+    err = capsys.readouterr().err
+    assert err.startswith("perceive-ir inspect: error:") and len(err.strip().splitlines()) == 1
+    assert main(["degrade", "builtin:astronaut", "--type", "noise", "--params", "{sigma: 3", "-o", str(tmp_path / "x.png")]) == 2
+    assert "--params is not valid JSON" in capsys.readouterr().err
+
+    import shards
+
+    def bug(out):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(shards, "inspect", bug)
+    with pytest.raises(ValueError, match="an internal inconsistency"):  # a bug is not printed as a user error
+        main(["inspect", str(tmp_path)])

@@ -448,3 +448,29 @@ def test_url_list_refuses_repeats_and_shards_of_two_builds(build, tmp_path):
         shutil.copy(tars[0].with_suffix(suffix), copy.with_suffix(suffix))
     with pytest.raises(ValueError, match="must come from one build"):
         loader([str(tars[0]), str(copy)])
+
+
+def test_a_new_mode_is_one_registered_class(build, monkeypatch):
+    from pipeline.data import MODES, Mode, register_mode
+
+    class CleanOnly(Mode):
+        """hq alone, with the mean brightness of the crop as a label."""
+
+        name = "clean_only"
+        reads = ("hq",)
+
+        def make(self, entry, images, draw):
+            return {"hq": images["hq"], "brightness": float(images["hq"].mean())}
+
+    monkeypatch.setitem(MODES, "clean_only", CleanOnly)  # as @register_mode would, undone after the test
+    assert register_mode(CleanOnly) is CleanOnly
+    root, _ = build
+    batches = epoch_batches(loader(root, mode="clean_only"))
+    triplets = epoch_batches(loader(root))
+    assert [b["key"] for b in batches] == [b["key"] for b in triplets]  # the plan does not depend on the mode
+    for got, ref in zip(batches, triplets):
+        assert set(got) == {"key", "type", "hq", "brightness"} and torch.equal(got["hq"], ref["hq"])
+        assert got["brightness"].dtype == torch.float32
+        assert torch.allclose(got["brightness"], ref["hq"].mean(dim=(1, 2, 3)) * 255, atol=1e-3)
+    with pytest.raises(ValueError, match="unknown mode 'nope'; modes are pairs, triplets, tiers, synth"):
+        loader(root, mode="nope")

@@ -263,3 +263,30 @@ def test_photo_cache_serves_the_current_file_and_stays_in_budget(tmp_path):
             cache.get(bad, 10**6)
     cache.clear()
     assert not cache._photos
+
+
+# --- a bug is a failure, not a skipped sample -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [TypeError, ValueError, D.UserError])
+def test_a_bug_inside_sample_making_fails_the_build(tmp_path, monkeypatch, error):
+    """Only unusable photos and unreachable tiers are recorded; anything else raised while making a
+    sample fails its shard, and the build, loudly; the fixed code then completes the same build."""
+    from distributed import LocalCluster
+
+    import shards.shard
+
+    def broken(*args, **kwargs):
+        raise error("a bug in sample making")
+
+    config = shards.BuildConfig(types=("noise",), patch=64, patches_per_image=1, samples_per_shard=4, splits=(("train", 1.0),))
+    monkeypatch.setattr(shards.shard, "make_slots", broken)
+    # Threads, not processes: the workers run this process's (patched) code.
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with pytest.warns(UserWarning, match="malloc"), pytest.raises(shards.BuildError, match=f"{error.__name__}.*a bug in sample making"):
+            shards.build("builtin", tmp_path / "out", config, scheduler=cluster.scheduler_address, progress=False)
+        assert not list((tmp_path / "out").glob("*/*/*.parquet"))  # no shard marked done
+        monkeypatch.undo()
+        with pytest.warns(UserWarning, match="malloc"):
+            result = shards.build("builtin", tmp_path / "out", config, scheduler=cluster.scheduler_address, progress=False)
+    assert result.report.samples == 7 and result.report.errors.empty

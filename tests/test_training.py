@@ -22,6 +22,7 @@ from pipeline.train.trainer import LAST, Schedule, fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
+
 class ListLoader:
     """A stand-in loader: a fixed list of batches per epoch, with the position in its state."""
 
@@ -183,3 +184,17 @@ def test_ddp_two_gloo_processes(stage, tmp_path):
     a = torch.load(tmp_path / "param-rank-0.pt", weights_only=True)
     b = torch.load(tmp_path / "param-rank-1.pt", weights_only=True)
     assert torch.equal(a, b)  # DDP kept the replicas identical
+
+
+def test_stages_are_a_registry_with_defaults_as_data(capsys):
+    from pipeline.cli import main
+    from pipeline.train import STAGES
+
+    assert set(STAGES) >= {"perceiver", "restorer"}
+    restorer = get_stage("restorer").defaults()
+    # The paper's loss weights, read from restorer.yaml over base.yaml.
+    assert [restorer["loss"][k] for k in ("reconstruction", "contrastive", "quality", "perceptual")] == [1.0, 0.1, 0.05, 0.1]
+    assert restorer["data"]["crop"] == get_stage("perceiver").defaults()["data"]["crop"] == 128  # shared, from base.yaml
+    assert get_stage("perceiver").mode == "tiers" and get_stage("restorer").mode == "triplets"
+    assert main(["train", "denoiser", "--data.source", "x"]) == 2
+    assert "unknown training stage 'denoiser'; stages are perceiver, restorer" in capsys.readouterr().err

@@ -85,18 +85,18 @@ def batches_per_epoch(catalog: Catalog, spec: PlanSpec) -> int:
 
 
 def check_spec(catalog: Catalog, spec: PlanSpec) -> None:
-    """Raise ValueError for a spec that cannot give every rank the same, non-empty epoch."""
+    """Raise UserError for a spec that cannot give every rank the same, non-empty epoch."""
     sizes = type_sizes(catalog, spec.types)
     need = spec.world_size * spec.batch_size
     if sizes.sum() < need:
-        raise ValueError(
+        raise D.UserError(
             f"split {catalog.split!r} has {int(sizes.sum())} samples of types {', '.join(spec.types)}: fewer than "
             f"batch_size x world_size = {spec.batch_size} x {spec.world_size} = {need}, so no rank gets a batch"
         )
     if spec.weights is not None and not spec.resampled:
         short = [f"{t} ({n})" for t, n, w in zip(spec.types, sizes, spec.weights) if w > 0 and n < spec.world_size]
         if short:
-            raise ValueError(
+            raise D.UserError(
                 f"types {', '.join(short)} have fewer samples than the {spec.world_size} ranks, so some rank has none "
                 "to oversample; drop them from `types` or use resampled=True"
             )

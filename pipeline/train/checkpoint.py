@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from degradations import InputNotFound
 from shards import atomic_output
 
 
@@ -39,5 +40,5 @@ def save(path: str | Path, state: dict[str, Any]) -> Path:
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise InputNotFound(f"no checkpoint at {path}")
     return torch.load(path, map_location=device, weights_only=True)
