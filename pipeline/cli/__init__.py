@@ -41,10 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; exits with argparse's usage message when it does not parse."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # KEY=VALUE overrides may stand anywhere on a command line that takes them, not only
+        # right after the positional arguments (where argparse alone would want them).
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.overrides = [*args.overrides, *extras]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from degradations import UserError
 
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return int(args.run(args) or 0)
     except BrokenPipeError:  # `perceive-ir inspect OUT | head`: the reader left, nothing is wrong

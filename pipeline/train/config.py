@@ -69,6 +69,19 @@ def resolve(defaults: Mapping[str, Any], path: str | Path | None, overrides: Seq
     return config
 
 
+PATH_KEYS = (("data", "source"), ("run", "out"), ("loss", "perceiver"))  # settings that name local files
+
+
+def absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` with the local paths of PATH_KEYS made absolute (URLs, URL lists and nulls stay as they are)."""
+    out = copy.deepcopy(dict(config))
+    for section, key in PATH_KEYS:
+        value = out.get(section, {}).get(key)
+        if isinstance(value, str) and value and "://" not in value and not value.startswith("pipe:"):
+            out[section][key] = str(Path(value).expanduser().absolute())
+    return out
+
+
 def _yaml(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)

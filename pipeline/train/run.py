@@ -10,6 +10,7 @@ import torch
 
 from pipeline.data import StreamLoader, make_loader
 from pipeline.eval.shards import split_loader
+from pipeline.train.config import absolute_paths
 from pipeline.train.distributed import barrier, init_distributed, shutdown
 from pipeline.train.stages import Stage, get_stage, seeded_torch
 from pipeline.train.trainer import fit
@@ -31,6 +32,7 @@ def make_loaders(stage: Stage, config: Mapping[str, Any], rank: int, world_size:
 def train(stage: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """Train `stage` (a name in the stage registry); returns the last logged metrics and the final validation."""
     spec = get_stage(stage)
+    config = absolute_paths(config)  # the saved config.yaml then works from any directory (a resume, a SLURM job)
     env = init_distributed(config["run"]["device"])
     try:
         loader, val_loader = make_loaders(spec, config, env.rank, env.world_size)
