@@ -1,8 +1,8 @@
 """Streaming loaders, distributed training, evaluation, reports and the `perceive-ir` CLI.
 
     data/    loaders over shards (catalog, epoch plan, workers, modes)
-    eval/    metrics and the benchmark protocol
-    train/   training stages (a registry), the loop, configs, checkpoints
+    eval/    metrics, the benchmark protocol, models on a shard split
+    train/   training stages (a registry), the loop, configs, checkpoints, trained models at work
     report/  contact sheets, figures, the demo
     cli/     one module per `perceive-ir` command
 
@@ -16,9 +16,13 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "make_loader": "pipeline.data.loader",
-    "StreamLoader": "pipeline.data.loader",
-    "ShardProblemWarning": "pipeline.data.loader",
+    "make_loader": "pipeline.data",
+    "StreamLoader": "pipeline.data",
+    "ShardProblemWarning": "pipeline.data",
+    "train": "pipeline.train",
+    "get_stage": "pipeline.train",
+    "load_restorer": "pipeline.train.restore",
+    "restore": "pipeline.train.restore",
 }
 
 __all__ = sorted(_LAZY)

@@ -17,7 +17,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "eval", "demo"]
+COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "eval", "restore", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

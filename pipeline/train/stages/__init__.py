@@ -84,10 +84,11 @@ def seeded_torch(seed: int) -> Iterator[None]:
         yield
 
 
-def build_model(factory: Callable[..., nn.Module], config: Mapping[str, Any], section: str = "model") -> nn.Module:
-    """`factory(**config)`, warning once about random weights; a config the model rejects is a UserError."""
+def build_model(factory: Callable[..., nn.Module], config: Mapping[str, Any], section: str = "model", *, weights_follow: bool = False) -> nn.Module:
+    """`factory(**config)`, warning once about random weights (not at all when `weights_follow`: a
+    checkpoint is loaded into it next); a config the model rejects is a UserError."""
     with warnings.catch_warnings():
-        warnings.simplefilter("once", RandomWeightsWarning)
+        warnings.simplefilter("ignore" if weights_follow else "once", RandomWeightsWarning)
         try:
             return factory(**config)
         except (TypeError, ValueError) as err:

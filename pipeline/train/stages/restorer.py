@@ -20,11 +20,11 @@ from pipeline.train.stages import Stage, build_model, get_stage, register_stage
 from pipeline.train.trainer import LAST
 
 
-def build_restorer(config: Mapping[str, Any]) -> Restorer:
+def build_restorer(config: Mapping[str, Any], *, weights_follow: bool = False) -> Restorer:
     """A Restorer from the stage's `model` section (backbone_kwargs go to the backbone)."""
     config = dict(config)
     backbone_kwargs = config.pop("backbone_kwargs")
-    return build_model(Restorer, {**config, **backbone_kwargs})  # type: ignore[return-value]
+    return build_model(Restorer, {**config, **backbone_kwargs}, weights_follow=weights_follow)  # type: ignore[return-value]
 
 
 class RestorerTask:
@@ -103,6 +103,7 @@ class RestorerStage(Stage):
         if not (run / "config.yaml").is_file():
             raise D.InputNotFound(f"{run} is not a restorer run folder (no config.yaml); give the folder `train restorer -o` wrote")
         config = yaml.safe_load((run / "config.yaml").read_text())
-        model = build_restorer(config["model"])
+        # Every weight, the frozen semantic network's too, is in the checkpoint: nothing from a hub.
+        model = build_restorer({**config["model"], "semantic_pretrained": None}, weights_follow=True)
         model.load_state_dict(checkpoint.load(run / LAST, device)["model"])
         return model.to(device).eval()
