@@ -474,3 +474,28 @@ def test_a_new_mode_is_one_registered_class(build, monkeypatch):
         assert torch.allclose(got["brightness"], ref["hq"].mean(dim=(1, 2, 3)) * 255, atol=1e-3)
     with pytest.raises(ValueError, match="unknown mode 'nope'; modes are pairs, triplets, tiers, synth"):
         loader(root, mode="nope")
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 7, 41, 64])
+def test_evaluation_reads_every_sample_exactly_once_whatever_the_batch_size(build, batch_size):
+    from pipeline.eval.shards import evaluate_perceiver, split_loader
+
+    root, keys = build
+    ld = split_loader(root, "train", batch_size, None)
+    batches = epoch_batches(ld)
+    assert len(batches) == len(ld) == -(-len(keys) // batch_size)
+    assert sorted(keys_of(batches)) == sorted(keys)  # 41 samples: the last batch is partial
+    assert same(batches, epoch_batches(split_loader(root, "train", batch_size, None)))
+
+    class Darkness(torch.nn.Module):  # calls a brighter image a better one
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(10.0))
+
+        def forward(self, x):
+            return self.scale * torch.stack([-x.mean((1, 2, 3)), torch.zeros(len(x)), x.mean((1, 2, 3))], dim=1)
+
+    result = evaluate_perceiver(Darkness(), ld)
+    assert result["n"] == 3 * len(keys)
+    with pytest.raises(ValueError, match="drop_last=False reads every sample once in one process"):
+        make_loader(root, batch_size=4, crop=None, num_workers=0, rank=0, world_size=2, drop_last=False)

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "subfolders, or NAME=DEGRADED_DIR:CLEAN_DIR; repeat for several")
     p.add_argument("--shards", help="a shard root written by `perceive-ir build`")
     p.add_argument("--split", default="val")
-    p.add_argument("--crop", type=int, default=256, help="centre crop of shard samples (0: whole)")
+    p.add_argument("--crop", type=int, default=0, help="centre crop of shard samples (default 0: whole patches)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-batches", type=int, default=0, help="stop after this many batches (0: the whole split)")
     p.add_argument("-o", "--out", default="eval_out", help="folder for the CSV and JSON tables")

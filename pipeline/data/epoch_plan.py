@@ -17,7 +17,9 @@ machine, so ranks agree on their split without talking to each other.
    "rain x120"), i.i.d. picks of a type with probability proportional to
    weight x samples; a part that runs out is read again with its pieces in a
    fresh order. `resampled` reads shards drawn with replacement per rank.
-4. Length: every rank yields floor(N / (world_size * batch_size)) batches,
+4. Length: every rank yields floor(N / (world_size * batch_size)) batches
+   (with `drop_last` off, for one-process evaluation: every sample once, the
+   last batch partial),
    N the samples of the selected types. Without weights or resampling the
    tail of each rank's interleave is cut to that length: at most one batch
    of samples per rank goes unread in an epoch, a different set each epoch.
@@ -51,6 +53,7 @@ class PlanSpec:
     types: tuple[str, ...]  # the selected types, sorted
     weights: tuple[float, ...] | None = None  # repeat factor per selected type; None: every sample once
     resampled: bool = False
+    drop_last: bool = True  # False (one rank, no weights): every sample once, the last batch partial
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,10 @@ class EpochPlan:
 
     @property
     def batches(self) -> int:
-        return len(self.sample) // self.batch_size
+        return -(-len(self.sample) // self.batch_size)  # the length is a multiple of batch_size unless drop_last is off
 
     def batch(self, b: int) -> range:
-        return range(b * self.batch_size, (b + 1) * self.batch_size)
+        return range(b * self.batch_size, min((b + 1) * self.batch_size, len(self.sample)))
 
 
 def type_sizes(catalog: Catalog, types: tuple[str, ...]) -> np.ndarray:
@@ -81,13 +84,25 @@ def type_sizes(catalog: Catalog, types: tuple[str, ...]) -> np.ndarray:
 
 
 def batches_per_epoch(catalog: Catalog, spec: PlanSpec) -> int:
-    return int(type_sizes(catalog, spec.types).sum()) // (spec.world_size * spec.batch_size)
+    samples = int(type_sizes(catalog, spec.types).sum())
+    if not spec.drop_last:
+        return -(-samples // spec.batch_size)
+    return samples // (spec.world_size * spec.batch_size)
+
+
+def samples_per_epoch(catalog: Catalog, spec: PlanSpec) -> int:
+    """Positions in one rank's epoch."""
+    if not spec.drop_last:
+        return int(type_sizes(catalog, spec.types).sum())
+    return batches_per_epoch(catalog, spec) * spec.batch_size
 
 
 def check_spec(catalog: Catalog, spec: PlanSpec) -> None:
     """Raise UserError for a spec that cannot give every rank the same, non-empty epoch."""
     sizes = type_sizes(catalog, spec.types)
-    need = spec.world_size * spec.batch_size
+    if not spec.drop_last and (spec.world_size > 1 or spec.weights is not None or spec.resampled):
+        raise D.UserError("drop_last=False reads every sample once in one process: it takes no ranks, type weights or resampling")
+    need = spec.world_size * spec.batch_size if spec.drop_last else 1
     if sizes.sum() < need:
         raise D.UserError(
             f"split {catalog.split!r} has {int(sizes.sum())} samples of types {', '.join(spec.types)}: fewer than "
@@ -105,7 +120,7 @@ def check_spec(catalog: Catalog, spec: PlanSpec) -> None:
 def plan_epoch(catalog: Catalog, spec: PlanSpec, epoch: int, rank: int) -> EpochPlan:
     if not 0 <= rank < spec.world_size:
         raise ValueError(f"rank {rank} is outside world size {spec.world_size}")
-    length = batches_per_epoch(catalog, spec) * spec.batch_size
+    length = samples_per_epoch(catalog, spec)
     sizes = type_sizes(catalog, spec.types)
     mix = D.rng(spec.seed, epoch, rank, "mix")
     if spec.resampled:

@@ -58,6 +58,7 @@ class LoaderConfig:
     resampled: bool
     shuffle_window: int
     augment: bool
+    drop_last: bool = True
 
 
 class _RankStream(IterableDataset):
@@ -106,7 +107,10 @@ class StreamLoader:
     ) -> None:
         self.catalog, self.config, self.rank = catalog, config, rank
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.spec = PlanSpec(config.seed, config.world_size, config.batch_size, config.shuffle_window, config.types, config.weights, config.resampled)
+        self.spec = PlanSpec(
+            config.seed, config.world_size, config.batch_size, config.shuffle_window, config.types, config.weights, config.resampled,
+            config.drop_last,
+        )
         check_spec(catalog, self.spec)
         self.maker = SampleMaker(catalog, mode, config.seed, config.crop, config.augment)
         self.epoch, self.batches_done = _non_negative("epoch", epoch), 0
@@ -246,6 +250,7 @@ def make_loader(
     augment: bool = True,
     pin_memory: bool = False,
     cache_dir: str | Path | None = None,
+    drop_last: bool = True,
 ) -> StreamLoader:
     """A loader over the shards of `split` for this rank.
 
@@ -262,6 +267,8 @@ def make_loader(
     shuffle_window: samples shuffled together (a multiple of batch_size;
         0 turns shuffling off); default 256 rounded up to the batch size.
     augment: random crop boxes and flips; False gives the centre box.
+    drop_last: False reads every sample exactly once, the last batch partial
+        (evaluation, in one process: no ranks, weights or resampling).
     cache_dir: remote shards are downloaded there once per machine and read
         from disk, instead of being streamed by every worker of every rank
         (local shards are read in place). Never evicted; Unix file locks.
@@ -297,7 +304,7 @@ def make_loader(
         )
     made = get_mode(mode, catalog, names)
     _check_sizes(catalog, crop, made, names)
-    config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment)
+    config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment, drop_last)
     return StreamLoader(catalog, config, made, rank, num_workers, pin_memory, epoch, None if cache_dir is None else str(cache_dir))
 
 

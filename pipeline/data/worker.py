@@ -118,7 +118,7 @@ class BatchProducer:
         self.batches = range(start + worker, plan.batches, workers)
         self.problems: list[tuple[str, str]] = []
         self.last_good: dict[str, Any] | None = None  # for a batch of which nothing could be read
-        mine = np.concatenate([np.arange(b * plan.batch_size, (b + 1) * plan.batch_size) for b in self.batches] or [np.empty(0, np.int64)])
+        mine = np.concatenate([np.asarray(plan.batch(b)) for b in self.batches] or [np.empty(0, np.int64)])
         shard_type = catalog.shard_type[plan.visit_shard[plan.visit[mine]]] if len(mine) else np.empty(0, np.int64)
         suffixes = maker.mode.reads
         self.readers = {int(t): _TypeReader(catalog, plan, mine[shard_type == t], suffixes, self.problems, cache_dir) for t in np.unique(shard_type)}

@@ -21,7 +21,7 @@ def write_table(rows: Sequence[Mapping[str, float | str]], out: Path, stem: str)
 
 
 def format_table(rows: Sequence[Mapping[str, float | str]]) -> str:
-    cols = [c for c in rows[0] if c not in ("tier",)] if rows else []
+    cols = list(rows[0]) if rows else []
     lines = ["  ".join(f"{c:>12}" for c in cols)]
     for r in rows:
         lines.append("  ".join(f"{r[c]:>12.3f}" if isinstance(r[c], float) else f"{r[c]!s:>12}" for c in cols))

@@ -16,7 +16,7 @@ from pipeline.train.stages import get_stage
 
 def evaluate_trained(
     stage: str, checkpoint: str | Path, *, benches: Sequence[str] = (), shards: str | Path | None = None,
-    split: str = "val", crop: int | None = 256, batch_size: int = 8, max_batches: int = 0, device: torch.device | None = None,
+    split: str = "val", crop: int | None = None, batch_size: int = 8, max_batches: int = 0, device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Tables by name: "all_in_one" (the benchmark protocol on `benches`, restorers only) and
     "shards_SPLIT" (the stage's own evaluation on a shard split)."""
