@@ -3,13 +3,25 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SOURCES := $(VENV)/.sources
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench clean FORCE
 
-$(STAMP): pyproject.toml
+# The list of the packages' files, rewritten only when a file is added or removed: the strict
+# editable install links each file, so a new module needs a reinstall; an edit does not.
+$(SOURCES): FORCE
+	@mkdir -p $(VENV)
+	@git ls-files degradations shards pipeline model > $@.new 2>/dev/null || true
+	@cmp -s $@.new $@ || mv $@.new $@
+	@rm -f $@.new
+
+# Strict editable mode: the packages are found through a folder of links on sys.path, so a
+# folder named shards/, model/, pipeline/ or degradations/ in the working directory (a data
+# folder, say) cannot hide them, as it does with the default editable finder.
+$(STAMP): pyproject.toml $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,4 +40,4 @@ bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out build .pytest_cache
