@@ -125,6 +125,14 @@ def build(
     token = hashlib.blake2b(f"{out}\n{json.dumps(record, sort_keys=True)}".encode(), digest_size=6).hexdigest()
     used = _run(todo, job, token, workers, scheduler, progress) if todo else "nothing to do"
     report = _finish(out, plan, record)
+    empty = [split for split, by_type in report.count_record()["samples_by_split_type"].items() if not any(by_type.values())]
+    if empty:
+        warnings.warn(
+            f"split {', '.join(empty)} holds no samples: {len(sources)} photos are too few for --splits "
+            f"{','.join(f'{n}={f:g}' for n, f in config.splits)} (photos are assigned whole, by a hash of their path); "
+            "give more photos or other fractions",
+            stacklevel=2,
+        )
     return BuildResult(
         out, report, len(plan), len(plan) - len(todo), sum(len(s.samples) for s in todo), time.perf_counter() - start, used
     )

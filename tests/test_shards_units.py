@@ -290,3 +290,13 @@ def test_a_bug_inside_sample_making_fails_the_build(tmp_path, monkeypatch, error
         with pytest.warns(UserWarning, match="malloc"):
             result = shards.build("builtin", tmp_path / "out", config, scheduler=cluster.scheduler_address, progress=False)
     assert result.report.samples == 7 and result.report.errors.empty
+
+
+def test_a_split_left_empty_is_warned_about_at_build_time(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(D.builtin_photo("astronaut")).save(folder / "only.png")
+    config = shards.BuildConfig(types=("noise",), patch=64, patches_per_image=1, splits=(("train", 0.5), ("val", 0.5)))
+    with pytest.warns(UserWarning, match=r"split (train|val) holds no samples: 1 photos are too few for --splits train=0.5,val=0.5"):
+        result = shards.build(folder, tmp_path / "out", config, workers=1, progress=False)
+    assert result.report.samples == 1

@@ -198,3 +198,10 @@ def test_stages_are_a_registry_with_defaults_as_data(capsys):
     assert get_stage("perceiver").mode == "tiers" and get_stage("restorer").mode == "triplets"
     assert main(["train", "denoiser", "--data.source", "x"]) == 2
     assert "unknown training stage 'denoiser'; stages are perceiver, restorer" in capsys.readouterr().err
+
+
+def test_a_quality_loss_without_a_perceiver_is_warned_about_at_training_start(tmp_path):
+    cfg = config("restorer", tmp_path)
+    assert cfg["loss"]["quality"] > 0 and cfg["loss"]["perceiver"] is None
+    with seeded_torch(0), pytest.warns(UserWarning, match="training without the CLIP quality loss"):
+        RestorerTask(cfg, None, torch.device("cpu"))

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+import degradations as D
 from pipeline.data import StreamLoader, make_loader
 from pipeline.eval.shards import split_loader
 from pipeline.train.config import absolute_paths
@@ -25,7 +26,10 @@ def make_loaders(stage: Stage, config: Mapping[str, Any], rank: int, world_size:
     )
     val = None
     if rank == 0 and data["val_split"]:
-        val = split_loader(data["source"], data["val_split"], data["batch_size"], data["crop"])
+        try:
+            val = split_loader(data["source"], data["val_split"], data["batch_size"], data["crop"])
+        except D.UserError as err:
+            raise D.UserError(f"validation split: {err} (data.val_split=null trains without validation)") from err
     return train, val
 
 

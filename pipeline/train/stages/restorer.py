@@ -3,6 +3,7 @@ perceiver) + difficulty-adaptive perceptual losses, on mq and lq inputs."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,12 @@ class RestorerTask:
         self.l1 = nn.L1Loss()
         self.infonce = InfoNCE() if config["model"]["cfe"] and self.weights.contrastive else None
         self.quality = None
+        if self.weights.quality and not loss_cfg["perceiver"]:
+            warnings.warn(
+                f"loss.quality is {self.weights.quality} but loss.perceiver names no trained perceiver: training without "
+                "the CLIP quality loss; give loss.perceiver=RUN/perceiver.safetensors (stage 1), or loss.quality=0",
+                stacklevel=2,
+            )
         if loss_cfg["perceiver"] and self.weights.quality:
             self.quality = QualityLoss(get_stage("perceiver").load_trained(loss_cfg["perceiver"], device)).to(device)
         self.perceptual = None
