@@ -499,3 +499,44 @@ def test_evaluation_reads_every_sample_exactly_once_whatever_the_batch_size(buil
     assert result["n"] == 3 * len(keys)
     with pytest.raises(ValueError, match="drop_last=False reads every sample once in one process"):
         make_loader(root, batch_size=4, crop=None, num_workers=0, rank=0, world_size=2, drop_last=False)
+
+
+GUARDLESS = """
+import sys
+from pipeline import make_loader
+
+loader = make_loader({root!r}, mode="triplets", batch_size=4, crop=16, num_workers={workers}, seed=5)
+keys = [k for batch in loader for k in batch["key"]]
+print("rank", loader.rank, "keys", len(keys), "first", keys[0])
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_a_script_without_a_main_guard_reads_with_any_number_of_workers(build, tmp_path, workers):
+    import subprocess
+    import sys
+
+    root, _ = build
+    script = tmp_path / "read.py"
+    script.write_text(GUARDLESS.format(root=str(root), workers=workers))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ref = epoch_batches(loader(root))
+    assert done.stdout.split() == ["rank", "0", "keys", str(4 * len(ref)), "first", ref[0]["key"][0]]
+
+
+def test_a_guardless_script_under_torchrun_reads_each_ranks_share(build, tmp_path):
+    import subprocess
+    import sys
+
+    root, _ = build
+    script = tmp_path / "read.py"
+    script.write_text(GUARDLESS.format(root=str(root), workers=1))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0", str(script)]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line.split() for line in done.stdout.splitlines() if line.startswith("rank"))
+    assert [line[:2] for line in lines] == [["rank", "0"], ["rank", "1"]]
+    for rank, line in enumerate(lines):
+        ref = epoch_batches(loader(root, rank=rank, world_size=2))
+        assert line[2:] == ["keys", str(4 * len(ref)), "first", ref[0]["key"][0]]

@@ -16,7 +16,9 @@ uninterrupted one would have yielded.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -178,7 +180,10 @@ class StreamLoader:
                 worker_init_fn=_one_thread,
                 generator=torch.Generator(),  # leave the caller's global RNG alone
             )
-        return iter(self._workers)
+        # Workers need nothing of the calling script unless its own mode class travels to them.
+        own_code = type(self.maker.mode).__module__ == "__main__"
+        with contextlib.nullcontext() if own_code else _main_script_hidden():
+            return iter(self._workers)
 
     def _workers_alive(self, timeout: float = 0.0) -> bool:
         """False once a kept worker has exited; waits up to `timeout` s for the news (a forkserver
@@ -218,6 +223,27 @@ class StreamLoader:
             if url not in self.problems:
                 self.problems[url] = reason
                 warnings.warn(f"shard {url}: {reason}; its missing samples are replaced by repeats", ShardProblemWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """While workers start, hide the `__main__` script from multiprocessing's preparation data.
+
+    A forkserver (like a spawned) child imports the parent's main script before it runs, so a
+    script that makes a loader at its top level, without `if __name__ == "__main__":`, would
+    run again in every worker and fail there. Nothing a worker runs comes from the script
+    (the loader's own classes are pickled by reference to this package), so the workers start
+    without it: plain scripts, notebooks and torchrun scripts work guarded or not.
+    """
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _worker_context() -> Any:
@@ -273,9 +299,10 @@ def make_loader(
         from disk, instead of being streamed by every worker of every rank
         (local shards are read in place). Never evicted; Unix file locks.
 
-    Workers start once, from a forkserver, and are kept across epochs; a
-    script iterating with num_workers > 0 needs the usual
-    `if __name__ == "__main__":` guard, as with spawn.
+    Workers start once, from a forkserver (fork could hang in OpenCV), and
+    are kept across epochs. They do not import the calling script, so a
+    plain script, a notebook or a torchrun script needs no
+    `if __name__ == "__main__":` guard, unless it defines its own mode class.
     """
     _positive("batch_size", batch_size)
     if crop is not None:
