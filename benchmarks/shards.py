@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 import shards
+import shards.format as F
 
 TARGET_SCALING = 1.6
 TARGET_EFFICIENCY = 0.4
@@ -46,7 +47,7 @@ TARGET_EFFICIENCY = 0.4
 def stored_images(out: Path) -> list[np.ndarray]:
     """Every hq / mq / lq image of a build, decoded (the input of the encode-only bound)."""
     images = []
-    for path in sorted(out.glob("*/*/shard-*.tar")):
+    for path in sorted(out.glob(F.SHARD_GLOB + ".tar")):
         with tarfile.open(path) as tar:
             for member in tar:
                 if not member.name.endswith(".json"):
@@ -138,7 +139,7 @@ def main() -> None:
         time_b, b = timed_build(work, "b", config, 2)
         same = all(
             (work / "a" / f).read_bytes() == (work / "b" / f).read_bytes()
-            for f in [s.tar for s in plan] + [s.parquet for s in plan] + ["manifest.parquet", "errors.parquet", "dataset.json"]
+            for f in [s.tar for s in plan] + [s.parquet for s in plan] + [F.MANIFEST, F.ERRORS, F.DATASET]
         )
         print(f"(b) build, 2 workers:    {b.report.samples} samples in {time_b:6.2f} s = {samples / time_b:6.1f} samples/s; bytes identical to (a): {same}")
         images = stored_images(work / "a")

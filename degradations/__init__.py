@@ -11,6 +11,7 @@ from degradations.calibration import DEFAULT_SEVERITIES, calibrate
 from degradations.errors import InputNotFound, NotWritable, OutputExists, UserError
 from degradations.image import as_rgb_uint8
 from degradations.photos import BUILTIN_PHOTOS, builtin_photo, builtin_photos
+from degradations.quality import MIN_SIDE as SCORE_MIN_SIDE
 from degradations.quality import SSIMReference, psnr, quality_reference, ssim
 from degradations.recipe import ENGINE_VERSION, Recipe, Step, degrade, replay
 from degradations.registry import (
@@ -35,7 +36,7 @@ from degradations.tiers import (
 )
 
 __all__ = [
-    "BUILTIN_PHOTOS", "CANONICAL_ORDER", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "DEGRADED_TIERS", "ENGINE_VERSION", "TIERS",
+    "BUILTIN_PHOTOS", "CANONICAL_ORDER", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "DEGRADED_TIERS", "ENGINE_VERSION", "SCORE_MIN_SIDE", "TIERS",
     "Calibration", "Composite", "Degradation", "InputNotFound", "NotWritable", "OutputExists", "Recipe", "SSIMReference",
     "Step", "UserError",
     "as_rgb_uint8", "available", "builtin_photo", "builtin_photos", "calibrate", "canonical_name", "check_tier",

@@ -2,8 +2,9 @@
 
 The `perceive-ir` command prints a `UserError` as one line and exits with
 status 2; any other exception is a bug and shows its traceback. The shard
-builder likewise records only the failures of a photo or a sample, never an
-arbitrary exception. Every class is also the built-in exception a caller
+builder likewise records only the failures of a photo (it cannot be decoded
+or converted) or of a sample (a tier out of reach), and fails on anything
+else. Every class is also the built-in exception a caller
 would expect (`ValueError`, `FileNotFoundError`...), so `except ValueError`
 keeps working.
 

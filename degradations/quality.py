@@ -15,6 +15,7 @@ _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
 _WIN = 11  # Gaussian window, sigma 1.5, truncated at 3.5 sigma as scikit-image does
 _PAD = (_WIN - 1) // 2
+MIN_SIDE = _WIN  # the smallest image side every metric here can score
 
 
 def _pair(clean: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

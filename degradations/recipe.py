@@ -72,13 +72,16 @@ class Recipe:
         missing = [k for k in ("type", "seed", "engine_version") if k not in d]
         if missing:
             raise UserError(f"recipe is missing {missing}: {dict(d)}")
-        if "components" in d:
-            steps = tuple(Step(c["type"], c.get("severity"), dict(c["params"])) for c in d["components"])
-        elif "params" in d:
-            steps = (Step(d["type"], d.get("severity"), dict(d["params"])),)
-        else:
+        if "components" not in d and "params" not in d:
             raise UserError("recipe needs 'params' (one type) or 'components' (a chain)")
-        return cls(d["type"], d.get("severity"), int(d["seed"]), steps, str(d["engine_version"]))
+        try:
+            if "components" in d:
+                steps = tuple(Step(c["type"], c.get("severity"), dict(c["params"])) for c in d["components"])
+            else:
+                steps = (Step(d["type"], d.get("severity"), dict(d["params"])),)
+            return cls(d["type"], d.get("severity"), int(d["seed"]), steps, str(d["engine_version"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise UserError(f"not a recipe ({type(err).__name__}: {err}): {dict(d)}") from None
 
 
 def _jsonable(value: Any) -> Any:

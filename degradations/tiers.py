@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from degradations.errors import UserError
+from degradations.errors import InputNotFound, NotWritable, UserError
 
 # The one tier order: worst first, so a tier's index is its class label (0 low, 1 medium, 2 high
 # quality). Code that lists tiers clean first (shard members, tables) uses reversed(TIERS).
@@ -49,7 +49,7 @@ def tier_of(score: float, metric: str = "ssim", bands: Mapping[str, tuple[float,
             raise UserError(f"unknown metric {metric!r}; known: {', '.join(DEFAULT_BANDS)}")
         bands = DEFAULT_BANDS[metric]
     if math.isnan(score):
-        raise UserError("score is NaN")
+        raise ValueError("score is NaN")  # a bug upstream, not the user's input
     if score >= bands["hq"][0]:
         return "hq"
     if score >= bands["mq"][0]:
@@ -142,12 +142,22 @@ class Calibration:
             raise UserError(f"not a perceive-ir calibration record ({type(err).__name__}: {err})") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_record(), indent=1) + "\n")
+        try:
+            Path(path).write_text(json.dumps(self.to_record(), indent=1) + "\n")
+        except OSError as err:
+            raise NotWritable(f"cannot write the calibration to {path}: {err.strerror or err}") from None
 
 
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration.json written by `perceive-ir calibrate`."""
-    return Calibration.from_record(json.loads(Path(path).read_text()))
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFound(f"calibration file {path} does not exist")
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as err:
+        raise UserError(f"calibration file {path} is not JSON: {err}") from None
+    return Calibration.from_record(record)
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ from shards.sources import DEFAULT_MAX_PIXELS
 # The five tasks of Perceive-IR's all-in-one setting.
 DEFAULT_TYPES = ("noise", "haze", "rain", "blur", "low_light")
 LAYOUTS = ("random", "grid")
-MIN_PATCH = 16  # px a side: SSIM needs 11, most types 16 or more
+MIN_PATCH = 16  # px a side: scoring needs 11 (D.SCORE_MIN_SIDE), most types 16 or more
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 

@@ -17,8 +17,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import degradations as D
+
 TEMP_SUFFIX = ".partial"  # leftovers of a killed build end in this; `build` removes them
 _MTIME = 0  # fixed, so a tar made today and one made next year are equal
+
+
+def output_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """`folder`, made with its parents; NotWritable naming `what` when that cannot be done."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise D.NotWritable(f"cannot make the {what} {folder}: {err.strerror or err}") from None
+    return folder
 
 
 @contextmanager

@@ -34,6 +34,7 @@ FORMAT = "perceive-ir/shards"
 # 2: dataset.json records the calibration whole (D.Calibration.to_record), and shard manifests
 # carry the version in their metadata.
 FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # what open_build reads; a build is always written in FORMAT_VERSION
 
 DATASET = "dataset.json"
 MANIFEST = "manifest.parquet"
@@ -122,8 +123,8 @@ def make_record(
     config: Mapping[str, Any], types: Sequence[str], extension: str, calibration: D.Calibration,
     sources: Mapping[str, Any], source: str, calibration_file: str,
 ) -> dict[str, Any]:
-    """The build record without counts (`finish_record` adds them). Everything but NOT_IDENTITY must
-    match for a rerun into the same OUT to resume."""
+    """The build record, its counts still null (the builder fills them in when it finishes).
+    Everything but NOT_IDENTITY must match for a rerun into the same OUT to resume."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -164,17 +165,17 @@ def write_record(root: Path, record: Mapping[str, Any]) -> None:
 
 
 def shard_version(schema: pa.Schema) -> int | None:
-    """The format version a shard manifest was written in (None: before shard manifests carried it)."""
+    """The format version a shard manifest was written in (version 1 did not record it)."""
     value = (schema.metadata or {}).get(SHARD_VERSION_KEY)
-    return int(value) if value is not None else None
+    return int(value) if value is not None else 1
 
 
 def check_version(version: Any, where: str) -> None:
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
         raise FormatError(
-            f"{where} was written in build format version {version}; this perceive-ir reads version "
-            f"{FORMAT_VERSION}: rebuild it with this version (`perceive-ir build ... --overwrite`), or read it "
-            "with the perceive-ir that wrote it"
+            f"{where} was written in build format version {version}; this perceive-ir reads versions {readable}: "
+            "read it with the perceive-ir that wrote it, or rebuild it with this one (`perceive-ir build ... --overwrite`)"
         )
 
 
@@ -200,7 +201,12 @@ class Build:
     @cached_property
     def calibration(self) -> D.Calibration:
         """The calibration the build was tiered with: metric, bands and the curves of its types."""
-        return D.Calibration.from_record(self.record["calibration"])
+        record = self.record["calibration"]
+        if self.record.get("format_version") == 1:  # ranges and notes only: the curves were not kept
+            types = {t: {"severities": [], "mean": [], "std": [], "ranges": c["ranges"], "notes": c.get("notes", [])}
+                     for t, c in record["types"].items()}
+            record = {**record, "types": types}
+        return D.Calibration.from_record(record)
 
     @property
     def counts(self) -> Mapping[str, Any] | None:
@@ -212,10 +218,10 @@ class Build:
 
     def manifest(self, columns: Sequence[str] | None = None, filters: Any = None) -> pa.Table:
         """Rows of manifest.parquet: the columns asked for, filtered as pyarrow filters say."""
-        return pq.read_table(self.root / MANIFEST, columns=list(columns) if columns else None, filters=filters)
+        return _read_table(self.root / MANIFEST, columns=list(columns) if columns else None, filters=filters)
 
     def errors(self) -> pa.Table:
-        return pq.read_table(self.root / ERRORS)
+        return _read_table(self.root / ERRORS)
 
     def path(self, relative: str) -> Path:
         """A shard (as the manifest's `shard` column names it) or other file of the build."""
@@ -223,6 +229,13 @@ class Build:
 
     def describe(self) -> str:
         return f"{self.root} (format {self.record.get('format_version')})"
+
+
+def _read_table(path: Path, **kwargs: Any) -> pa.Table:
+    try:
+        return pq.read_table(path, **kwargs)
+    except (OSError, pa.ArrowException) as err:
+        raise FormatError(f"{path} cannot be read ({err}); rerun the `perceive-ir build` command to rewrite it") from None
 
 
 def open_build(root: str | Path, *, finished: bool = True) -> Build:

@@ -28,11 +28,14 @@ def read_samples(out: str | Path | Build, keys: Sequence[str]) -> dict[str, dict
     samples: dict[str, dict[str, Any]] = {k: {} for k in keys}
     for shard in sorted(set(rows.column("shard").to_pylist())):
         in_shard = rows.filter(pc.equal(rows.column("shard"), shard)).to_pylist()
-        with tarfile.open(build.path(shard)) as tar:
-            for row in in_shard:
-                samples[row["key"]][row["tier"]] = decode(_member(tar, row["member"]))
-            for key in {r["key"] for r in in_shard}:
-                samples[key]["json"] = json.loads(_member(tar, record_member(key)))
+        try:
+            with tarfile.open(build.path(shard)) as tar:
+                for row in in_shard:
+                    samples[row["key"]][row["tier"]] = decode(_member(tar, row["member"]))
+                for key in {r["key"] for r in in_shard}:
+                    samples[key]["json"] = json.loads(_member(tar, record_member(key)))
+        except (OSError, tarfile.TarError, ValueError) as err:  # ValueError: an undecodable member or JSON
+            raise D.UserError(f"shard {build.path(shard)} is damaged: {err}") from None
     return samples
 
 

@@ -22,7 +22,6 @@ import numpy as np
 
 import degradations as D
 from shards.codec import Codec
-from shards.config import MIN_PATCH
 from shards.files import shard_writer
 from shards.format import MEMBER_TIERS, member_name, record_member
 from shards.manifest import write_shard_manifest
@@ -149,9 +148,9 @@ def _make_sample(image: np.ndarray, sample: SampleSpec, spec: ShardSpec, job: Sh
     """Members (name, bytes) in tar order and manifest rows of one sample."""
     h, w = image.shape[:2]
     x, y, pw, ph = patch_box(h, w, job.patch, sample.patch_index, job.patches_per_image, job.layout, job.scorer.seed, sample.key)
-    need = max(MIN_PATCH, D.get(spec.type).min_size)
+    need = max(D.SCORE_MIN_SIDE, D.get(spec.type).min_size)
     if min(pw, ph) < need:  # only whole images (--patch 0) can be: BuildConfig checks patch sides
-        raise SampleError(f"image is {pw}x{ph}, smaller than the {need} px {spec.type} needs")
+        raise SampleError(f"image is {pw}x{ph}, smaller than {need} px, the least {spec.type} and its scoring need")
     patch = np.ascontiguousarray(image[y : y + ph, x : x + pw])
     slots = make_slots(patch, spec.type, sample.key, job.scorer)
     members, rows = [], []

@@ -124,9 +124,13 @@ def image_files(folder: Path) -> list[Path]:
 
 def _read_list(path: Path) -> list[str]:
     if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as err:
+            raise D.UserError(f"source list {path} cannot be read as parquet: {err}") from None
         column = "path" if "path" in table.column_names else table.column_names[0]
         return [str(p) for p in table.column(column).to_pylist() if p]
     if path.suffix.lower() in (".txt", ".lst", ".csv"):

@@ -57,3 +57,26 @@ def test_user_errors_are_one_line_and_bugs_show_their_traceback(tmp_path, capsys
     monkeypatch.setattr(shards, "inspect", bug)
     with pytest.raises(ValueError, match="an internal inconsistency"):  # a bug is not printed as a user error
         main(["inspect", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["build", "--source", "builtin", "--out", "{tmp}/out", "--calibration", "{tmp}/missing.json"], "does not exist"),
+        (["build", "--source", "builtin", "--out", "{tmp}/out", "--calibration", "{tmp}/bad.json"], "is not JSON"),
+        (["build", "--source", "{tmp}/list.parquet", "--out", "{tmp}/out"], "cannot be read as parquet"),
+        (["calibrate", "--types", "noise", "-o", "{tmp}/a_file/c.json"], "cannot make the folder of --out"),
+        (["degrade", "builtin:astronaut", "--type", "noise", "--severity", "0.5", "-o", "{tmp}/a_file/x.png"], "cannot make"),
+        (["degrade", "builtin:astronaut", "--type", "noise", "--severity", "0.5", "-o", "{tmp}/x.xyz"], "ending in .png"),
+        (["degrade", "builtin:astronaut", "--replay", "{tmp}/bad_recipe.json", "-o", "{tmp}/x.png"], "not a recipe"),
+        (["preview", "builtin:astronaut", "--severities", "0.2,lots", "-o", "{tmp}/x.png"], "--severities wants"),
+    ],
+)
+def test_user_input_errors_are_one_line(tmp_path, capsys, argv, message):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.parquet").write_bytes(b"PAR1 but not really")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "bad_recipe.json").write_text(json.dumps({"type": "noise", "seed": "abc", "engine_version": "2", "params": {"sigma": 3}}))
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err

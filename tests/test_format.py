@@ -15,6 +15,7 @@ import degradations as D
 import model
 import shards
 import shards.format as F
+from helpers import SMALL_BUILD_ARGS
 from pipeline import make_loader
 from pipeline.cli import main
 
@@ -39,19 +40,39 @@ def copy_record(small_build: Path, out: Path, **changes) -> Path:
     return out
 
 
-def test_a_build_of_another_format_version_is_refused_naming_both(small_build, tmp_path, capsys):
-    old = copy_record(small_build, tmp_path / "old", format_version=1)
-    with pytest.raises(shards.FormatError, match=f"format version 1; this perceive-ir reads version {F.FORMAT_VERSION}"):
-        shards.open_build(old)
-    with pytest.raises(shards.FormatError, match="version 1"):
-        make_loader(old, num_workers=0)
-    assert main(["inspect", str(old)]) == 2
+@pytest.mark.parametrize("version", [0, 3])
+def test_a_build_of_another_format_version_is_refused_naming_both(small_build, tmp_path, capsys, version):
+    other = copy_record(small_build, tmp_path / "other", format_version=version)
+    with pytest.raises(shards.FormatError, match=f"format version {version}; this perceive-ir reads versions 1 and 2"):
+        shards.open_build(other)
+    with pytest.raises(shards.FormatError, match=f"version {version}"):
+        make_loader(other, num_workers=0)
+    assert main(["inspect", str(other)]) == 2
     err = capsys.readouterr().err
-    assert "format version 1" in err and f"reads version {F.FORMAT_VERSION}" in err and len(err.strip().splitlines()) == 1
+    assert f"format version {version}" in err and "reads versions 1 and 2" in err and len(err.strip().splitlines()) == 1
     # A rebuild into it is a build of another config: refused unless asked to overwrite.
-    assert main(["build", "--source", "builtin", "--out", str(old), "--patch", "64", "--patches-per-image", "3",
-                 "--samples-per-shard", "3", "--seed", "5", "--quiet"]) == 2
-    assert f"format_version: 1 -> {F.FORMAT_VERSION}" in capsys.readouterr().err
+    assert main(["build", "--source", "builtin", "--out", str(other), *SMALL_BUILD_ARGS]) == 2
+    assert f"format_version: {version} -> {F.FORMAT_VERSION}" in capsys.readouterr().err
+
+
+def test_a_version_1_build_is_read(small_build, tmp_path):
+    """Version 1 recorded only the ranges and notes of each type's calibration, and no version in shard manifests."""
+    record = json.loads((small_build / F.DATASET).read_text())
+    reduced = {**record["calibration"], "types": {t: {"ranges": c["ranges"], "notes": c["notes"]} for t, c in record["calibration"]["types"].items()}}
+    old = copy_record(small_build, tmp_path / "v1", format_version=1, calibration=reduced)
+    build = shards.open_build(old)
+    new = shards.open_build(small_build)
+    for t in build.types:
+        for tier in D.TIERS:
+            assert build.calibration.interval(t, tier, beyond_mean=True) == new.calibration.interval(t, tier, beyond_mean=True)
+    assert epoch_keys(make_loader(old, num_workers=0, crop=32)) == epoch_keys(make_loader(small_build, num_workers=0, crop=32))
+    synth = dict(mode="synth", num_workers=0, crop=64, types=["noise", "rain"])
+    assert epoch_keys(make_loader(old, **synth)) == epoch_keys(make_loader(small_build, **synth))
+
+
+def epoch_keys(loader) -> list[tuple[str, float]]:
+    """Keys and severities (synth mode draws them from the build's calibration) of an epoch."""
+    return [(k, float(s)) for batch in loader for k, s in zip(batch["key"], batch["severity"])]
 
 
 def test_a_shard_manifest_of_another_format_version_is_refused_in_a_url_list(small_build, tmp_path):
@@ -59,9 +80,9 @@ def test_a_shard_manifest_of_another_format_version_is_refused_in_a_url_list(sma
     copy = tmp_path / tar.name
     shutil.copy(tar, copy)
     table = pq.read_table(small_build / F.shard_manifest(str(tar.relative_to(small_build))))
-    meta = {**table.schema.metadata, F.SHARD_VERSION_KEY: b"1"}
+    meta = {**table.schema.metadata, F.SHARD_VERSION_KEY: b"3"}
     pq.write_table(table.replace_schema_metadata(meta), F.shard_manifest(str(copy)))
-    with pytest.raises(shards.FormatError, match=f"{copy}.*version 1.*version {F.FORMAT_VERSION}"):
+    with pytest.raises(shards.FormatError, match=f"{copy}.*version 3.*versions 1 and 2"):
         make_loader([str(copy)], split=table.column("split")[0].as_py(), num_workers=0, batch_size=1, crop=None)
 
 
@@ -93,3 +114,12 @@ def test_one_tier_order():
     assert F.MEMBER_TIERS == tuple(reversed(D.TIERS))
     spelled = [p.name for p in library_sources() if re.search(r"""\(\s*["'](hq|lq)["'],\s*["']mq["'],\s*["'](lq|hq)["']\s*\)""", p.read_text())]
     assert spelled == ["tiers.py", "perceiver.py"], spelled  # D.TIERS, and model.TIERS
+
+
+def test_a_damaged_table_is_a_clear_error_and_a_rerun_rewrites_it(small_build, tmp_path, capsys):
+    damaged = copy_record(small_build, tmp_path / "damaged")
+    (damaged / F.MANIFEST).write_bytes(b"PAR1 damaged")
+    assert main(["inspect", str(damaged)]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert main(["build", "--source", "builtin", "--out", str(damaged), *SMALL_BUILD_ARGS]) == 0
+    assert (damaged / F.MANIFEST).read_bytes() == (small_build / F.MANIFEST).read_bytes()

@@ -25,15 +25,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import numpy as np
     from tqdm import tqdm
 
     import degradations as D
     from pipeline.cli.args import items
-    from shards import load_sources
+    from shards import load_sources, output_folder
 
     if args.steps < 2:
         raise D.UserError("--steps must be at least 2")
+    output_folder(Path(args.out).parent, "folder of --out")  # before minutes of measuring, not after
     images, unusable = load_sources(args.source, args.max_images)
     for source_id, reason in unusable:
         print(f"skipping {source_id}: {reason}")

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         args.what, args.checkpoint, benches=args.bench, shards=args.shards, split=args.split, crop=args.crop or None,
         batch_size=args.batch_size, max_batches=args.max_batches, device=pick_device(args.device),
     )
-    for name, rows in tables.items():
+    for name, rows in tables:  # each table is written as soon as it is done
         rows = rows if isinstance(rows, list) else [{"split": args.split, **rows}]
         print(format_table(rows))
         print("wrote", *write_table(rows, Path(args.out), name if args.what == "restorer" else args.what))

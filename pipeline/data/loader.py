@@ -21,7 +21,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 import degradations as D
 from pipeline.data.catalog import Catalog, load_catalog
 from pipeline.data.epoch_plan import PlanSpec, batches_per_epoch, check_spec, plan_epoch
-from pipeline.data.modes import Mode, get_mode
+from pipeline.data.modes import MODES, Mode, get_mode
 from pipeline.data.samples import SampleMaker
 from pipeline.data.worker import PROBLEMS, REPLACED, BatchProducer
 
@@ -209,7 +209,8 @@ class StreamLoader:
         saved = dict(state.get("config", {}))
         ours = asdict(self.config)
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
-        diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in ours.items() if saved.get(k) != v]
+        defaults = {f.name: f.default for f in fields(LoaderConfig)}  # what a state saved before a field existed meant
+        diff = [f"{k}: saved {saved.get(k, defaults[k])!r}, now {v!r}" for k, v in ours.items() if saved.get(k, defaults[k]) != v]
         if diff:
             raise D.UserError("the loader state belongs to another configuration; " + "; ".join(diff))
         epoch, done = int(state["epoch"]), int(state["batches_done"])
@@ -314,6 +315,8 @@ def make_loader(
     if window % batch_size:
         raise D.UserError(f"shuffle_window {window} must be a multiple of batch_size {batch_size}")
 
+    if mode not in MODES:  # before any manifest is read (over a URL list, that is many requests)
+        raise D.UserError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
     catalog = load_catalog(source, split)
     names, weights = _select_types(catalog, types)
     shards = int(np.isin(catalog.shard_type, [catalog.types.index(t) for t in names]).sum())

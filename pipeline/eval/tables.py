@@ -7,10 +7,12 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from shards import output_folder
+
 
 def write_table(rows: Sequence[Mapping[str, float | str]], out: Path, stem: str) -> tuple[Path, Path]:
     """`stem.csv` and `stem.json` in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out, "folder for the tables")
     csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 import degradations as D
+from shards import output_folder
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _LINE = 16  # px per label line
@@ -48,7 +49,9 @@ def grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] | None 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.haveImageWriter(str(path)):
+        raise D.UserError(f"cannot write {path}: give an image name ending in .png")
+    output_folder(path.parent)
     if not cv2.imwrite(str(path), image[:, :, ::-1]):
         raise D.NotWritable(f"cannot write {path} (an image name ending in .png, in a folder you can write)")
     return path

@@ -83,8 +83,7 @@ def _before_after(out: Path, restorer: torch.nn.Module, loader: Any, n: int = 6)
 def run_demo(out: str | Path = "demo_out", workers: int = 2, steps: tuple[int, int] = (1000, 600),
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage into `out`; returns the summary that is printed and written to report.md."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = shards.output_folder(out, "demo folder")
     started = time.perf_counter()
     times = {}
 

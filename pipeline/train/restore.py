@@ -137,7 +137,7 @@ def restore_files(checkpoint: str | Path, source: str | Path, out: str | Path, *
 def _save(image: np.ndarray, path: Path) -> Path:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    shards.output_folder(path.parent)
     options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
     with shards.atomic_output(path) as tmp:
         Image.fromarray(image).save(tmp, format=Image.registered_extensions()[path.suffix.lower()], **options)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,21 @@ from pipeline.train.stages import get_stage
 def evaluate_trained(
     stage: str, checkpoint: str | Path, *, benches: Sequence[str] = (), shards: str | Path | None = None,
     split: str = "val", crop: int | None = None, batch_size: int = 8, max_batches: int = 0, device: torch.device | None = None,
-) -> dict[str, Any]:
-    """Tables by name: "all_in_one" (the benchmark protocol on `benches`, restorers only) and
-    "shards_SPLIT" (the stage's own evaluation on a shard split)."""
+) -> Iterator[tuple[str, Any]]:
+    """(name, table) as each is done, so a caller can write one before the next starts: "all_in_one"
+    (the benchmark protocol on `benches`, restorers only), then "shards_SPLIT" (the stage's own
+    evaluation on a shard split). Every input is checked before any model runs."""
     device = device or torch.device("cpu")
-    if stage == "perceiver" and benches:
-        raise D.UserError("a perceiver is evaluated on shards, not on restoration benchmarks: give --shards DIR")
+    spec = get_stage(stage)
+    if stage == "perceiver" and (benches or shards is None):
+        raise D.UserError("a perceiver is evaluated on shards, not on restoration benchmarks: give --shards DIR (and no --bench)")
     if not benches and shards is None:
         raise D.UserError("give --bench NAME=DIR (repeatable) and/or --shards DIR")
-    spec = get_stage(stage)
-    tasks = benchmark_tasks(benches) if benches else {}  # checks the folders before the model loads
+    tasks = benchmark_tasks(benches) if benches else {}
+    loader = split_loader(shards, split, batch_size, crop) if shards is not None else None
     model = spec.load_trained(checkpoint, device)
-    tables: dict[str, Any] = {}
     if tasks:
-        tables["all_in_one"] = evaluate_tasks(model, tasks, device)
-    if shards is not None:
+        yield "all_in_one", evaluate_tasks(model, tasks, device)
+    if loader is not None:
         with torch.no_grad():
-            tables[f"shards_{split}"] = spec.evaluate(model, split_loader(shards, split, batch_size, crop), max_batches)
-    return tables
+            yield f"shards_{split}", spec.evaluate(model, loader, max_batches)

@@ -26,6 +26,7 @@ from degradations import derive_seed
 from pipeline.train import checkpoint
 from pipeline.train.config import dump
 from pipeline.train.distributed import DistEnv, barrier
+from shards import output_folder
 
 LAST = "last.pt"
 
@@ -165,7 +166,7 @@ class _Run:
         restored, epoch = self.resume()
         stream = _EpochStream(self.loader, epoch, restored)
         if self.env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            output_folder(self.out, "run folder (run.out)")
             dump(self.config, self.out / "config.yaml")
         metrics = _metrics_file(self.out / "metrics.jsonl", self.step if restored else None) if self.env.is_main else None
         bar = _progress(self.step, self.schedule.steps, self.env.is_main)
