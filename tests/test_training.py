@@ -205,3 +205,39 @@ def test_a_quality_loss_without_a_perceiver_is_warned_about_at_training_start(tm
     assert cfg["loss"]["quality"] > 0 and cfg["loss"]["perceiver"] is None
     with seeded_torch(0), pytest.warns(UserWarning, match="training without the CLIP quality loss"):
         RestorerTask(cfg, None, torch.device("cpu"))
+
+
+def test_logs_jsonl_csv_tensorboard_and_a_final_validation_per_type_and_tier(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    batches = triplet_batches(2)
+    cfg = config("restorer", tmp_path, steps=4, eval_every=2)
+    with seeded_torch(0), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task = RestorerTask(cfg, ListLoader(batches), torch.device("cpu"))
+        result = fit(task, ListLoader(batches), cfg, CPU, log=lambda _: None)
+    import csv
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r["split"] == "val"]
+    assert [r["step"] for r in val] == [2, 4]  # every eval_every steps; the last one is the final validation
+    assert "val_psnr_gain/noise/lq" in val[-1] and result["val_psnr_gain/haze/mq"] == val[-1]["val_psnr_gain/haze/mq"]
+    with (tmp_path / "metrics.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and {"split", "step", "loss", "val_psnr"} <= set(table[0])
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
+    assert {"train/loss", "train/reconstruction", "val/val_psnr", "val/val_psnr/noise/lq"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert events.Tags()["images"] == ["val/before_after"]
+
+
+def test_training_curves_are_drawn_from_the_logs(tmp_path):
+    from pipeline.report.plots import training_curves
+
+    cfg = config("perceiver", tmp_path / "run", steps=3)
+    run_fit("perceiver", cfg, ListLoader(tier_batches(2)))
+    png = training_curves({"perceiver": tmp_path / "run"}, tmp_path / "curves.png", ("loss", "accuracy"), ("tier_accuracy",))
+    import cv2
+
+    assert cv2.imread(str(png)).shape == (320, 1000, 3)

@@ -44,5 +44,6 @@ def run(args: argparse.Namespace) -> int:
     if not config["data"]["source"]:
         raise D.UserError("give the shards: --data.source DIR (a root written by `perceive-ir build`)")
     result = train(args.stage, config)
-    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    # The averages; per type and tier ("val_psnr/noise/lq") they are in the run's logs.
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items() if "/" not in k))
     return 0

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import degradations as D
@@ -22,7 +21,7 @@ from pipeline.eval.metrics import to_uint8
 from pipeline.eval.shards import evaluate_restorer, split_loader
 from pipeline.eval.tables import format_table, write_table
 from pipeline.report.contact_sheet import grid, save_png, tile
-from pipeline.report.plots import line_chart, read_metrics
+from pipeline.report.plots import training_curves
 from pipeline.report.sheets import build_sheet
 from pipeline.train import get_stage, resolve, train
 
@@ -58,12 +57,9 @@ def demo_configs(out: Path, steps: tuple[int, int], workers: int) -> tuple[dict,
 
 
 def _curves(out: Path) -> Path:
-    charts = []
-    for stage, keys in (("perceiver", ("loss", "accuracy")), ("restorer", ("loss", "reconstruction"))):
-        rows = read_metrics(out / stage / "metrics.jsonl")
-        series = {k: ([r["step"] for r in rows], [r[k] for r in rows]) for k in keys if rows and k in rows[0]}
-        charts.append(line_chart(series, f"{stage} training"))
-    return save_png(np.vstack(charts), out / "training_curves.png")
+    runs = {stage: out / stage for stage in ("perceiver", "restorer")}
+    return training_curves(runs, out / "training_curves.png", ("loss", "accuracy", "reconstruction"),
+                           ("tier_accuracy", "val_psnr", "val_input_psnr"))
 
 
 def _before_after(out: Path, restorer: torch.nn.Module, loader: Any, n: int = 6) -> Path:

@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import degradations as D
 from pipeline.data import StreamLoader, make_loader
 from pipeline.eval.shards import split_loader
@@ -43,10 +41,6 @@ def train(stage: str, config: Mapping[str, Any]) -> dict[str, Any]:
         with seeded_torch(int(config["seed"])):
             task = spec.task(config, val_loader, env.device)
             result = fit(task, loader, config, env)
-            if val_loader is not None:
-                task.model.eval()
-                with torch.no_grad():
-                    result.update(task.validate(task.model))
         if env.is_main:
             spec.export(task.model, Path(config["run"]["out"]))
         barrier()

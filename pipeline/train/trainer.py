@@ -1,5 +1,5 @@
 """The training loop both stages share: DDP, bf16 autocast, accumulation, AdamW, warmup + cosine,
-JSON-lines metrics, a progress bar on rank 0, checkpoints every N steps and on SIGTERM, exact resume.
+metrics (pipeline.train.logs), a progress bar on rank 0, checkpoints every N steps and on SIGTERM, exact resume.
 
 A stage supplies a `Task`: the trainable module, a loss on one batch, and a
 validation pass. The loop owns everything else.
@@ -8,7 +8,6 @@ validation pass. The loop owns everything else.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import time
@@ -26,6 +25,7 @@ from degradations import derive_seed
 from pipeline.train import checkpoint
 from pipeline.train.config import dump
 from pipeline.train.distributed import DistEnv, barrier
+from pipeline.train.logs import RunLog
 from shards import output_folder
 
 LAST = "last.pt"
@@ -44,7 +44,10 @@ class Task(Protocol):
         """
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """Metrics on the validation split, computed on rank 0 with the unwrapped model."""
+        """Metrics on the validation split, computed on rank 0 with the unwrapped model ({} without one).
+
+        A task may also define `examples(model) -> N x 3 x H x W tensor` (before / after images),
+        which the log shows beside each validation."""
 
 
 class Batches(Protocol):
@@ -133,7 +136,9 @@ def fit(
     """Train `task.model` for config["optim"]["steps"] optimiser steps; returns the last metrics.
 
     config["run"]["out"] receives `last.pt` (written every checkpoint_every
-    steps, at the end and on SIGTERM), `config.yaml` and `metrics.jsonl`.
+    steps, at the end and on SIGTERM), `config.yaml` and the logs (see
+    pipeline.train.logs). The task's validation runs every eval_every steps
+    and at the end.
     """
     return _Run(task, loader, config, env, log).fit()
 
@@ -168,19 +173,26 @@ class _Run:
         if self.env.is_main:
             output_folder(self.out, "run folder (run.out)")
             dump(self.config, self.out / "config.yaml")
-        metrics = _metrics_file(self.out / "metrics.jsonl", self.step if restored else None) if self.env.is_main else None
+        metrics = RunLog(self.out, self.step if restored else None) if self.env.is_main else None
         bar = _progress(self.step, self.schedule.steps, self.env.is_main)
+        validated_at = -1
         try:
             with _StopOnSigterm() as stop:
                 while self.step < self.schedule.steps:
                     logged = self.train_step(stream)
                     self.record(logged, stream.epoch, metrics, bar)
+                    if self.run_cfg.get("eval_every") and self.step % self.run_cfg["eval_every"] == 0:
+                        self.last.update(self.validate(metrics))
+                        validated_at = self.step
                     stopping = stop.agreed(self.env.device)
                     if self.step % self.run_cfg["checkpoint_every"] == 0 or stopping or self.step == self.schedule.steps:
                         self.save()
                     if stopping:
                         self.log(f"SIGTERM: saved {self.out / LAST} at step {self.step}; rerun with run.resume=true to continue")
                         break
+                else:
+                    if validated_at != self.step:  # the final validation, logged like the others
+                        self.last.update(self.validate(metrics))
         finally:
             if bar:
                 bar.close()
@@ -232,29 +244,29 @@ class _Run:
         self.step += 1
         return logged
 
-    def record(self, logged: dict[str, float], epoch: int, metrics: Any, bar: Any) -> None:
-        """Log the step's terms (every log_every steps and the last), move the bar, validate when due."""
+    def record(self, logged: dict[str, float], epoch: int, metrics: RunLog | None, bar: Any) -> None:
+        """Log the step's terms (every log_every steps and the last) and move the bar."""
         self.last = {"step": self.step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0], **logged}
         if metrics and (self.step % self.run_cfg["log_every"] == 0 or self.step == self.schedule.steps):
             self.last["data_wait_fraction"] = self.wait / max(self.wait + self.compute, 1e-9)
-            metrics.write(json.dumps({"split": "train", **self.last}) + "\n")
-            metrics.flush()
+            metrics.row("train", self.last)
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{logged['loss']:.4f}")
-        if self.run_cfg.get("eval_every") and self.step % self.run_cfg["eval_every"] == 0:
-            self.last.update(self.validate(metrics))
 
-    def validate(self, metrics: Any) -> dict[str, float]:
-        """The task's validation on rank 0 (the others wait at the barrier)."""
+    def validate(self, metrics: RunLog | None) -> dict[str, float]:
+        """The task's validation on rank 0 (the others wait at the barrier), logged with a few
+        before / after images when the task shows some."""
         result: dict[str, float] = {}
         if self.env.is_main:
             self.model.eval()
             with torch.no_grad():
                 result = self.task.validate(self.model)
-            if metrics:
-                metrics.write(json.dumps({"split": "val", "step": self.step, **result}) + "\n")
-                metrics.flush()
+                examples = self.task.examples(self.model) if result and hasattr(self.task, "examples") else None
+            if metrics and result:
+                metrics.row("val", {"step": self.step, **result})
+                if examples is not None:
+                    metrics.images("val/before_after", examples, self.step)
         barrier()
         return result
 
@@ -283,17 +295,6 @@ def _all_finite(logged: Mapping[str, float], device: torch.device) -> bool:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         ok = flag.item() == 0.0
     return ok
-
-
-def _metrics_file(path: Path, resumed_at: int | None) -> Any:
-    """A fresh file for a new run; on resume, the rows up to the restored step are kept and the
-    rest (logged after the checkpoint, before the stop) dropped, as they will be logged again."""
-    kept = []
-    if resumed_at is not None and path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_at]
-    f = path.open("w")
-    f.writelines(line + "\n" for line in kept)
-    return f
 
 
 def _progress(start: int, total: int, enabled: bool):

@@ -15,7 +15,7 @@ from torch import nn
 import degradations as D
 from model import Restorer
 from model.losses import DifficultyAdaptivePerceptualLoss, InfoNCE, LossWeights, QualityLoss
-from pipeline.eval.shards import evaluate_restorer
+from pipeline.eval.shards import evaluate_restorer, first_batches
 from pipeline.train import checkpoint
 from pipeline.train.stages import Stage, build_model, get_stage, register_stage
 from pipeline.train.trainer import LAST
@@ -84,7 +84,21 @@ class RestorerTask:
             return {}
         rows = evaluate_restorer(model, self.val_loader, self.val_batches)
         mean = rows[-1] if rows else {}
-        return {f"val_{k}": float(v) for k, v in mean.items() if k in ("psnr", "ssim", "input_psnr", "psnr_gain")}
+        result = {f"val_{k}": float(v) for k, v in mean.items() if k in ("psnr", "ssim", "input_psnr", "psnr_gain")}
+        # Per type and tier too ("val_psnr_gain/noise/lq"): an average can hide a type made worse.
+        for row in rows[:-1]:
+            for k in ("psnr", "psnr_gain"):
+                result[f"val_{k}/{row['type']}/{row['tier']}"] = float(row[k])
+        return result
+
+    def examples(self, model: nn.Module, n: int = 4) -> torch.Tensor | None:
+        """lq | restored | hq side by side for the first `n` samples of the validation split."""
+        if self.val_loader is None:
+            return None
+        batch = next(iter(first_batches(self.val_loader, 1)))
+        device = next(model.parameters()).device
+        lq, hq = batch["lq"][:n].to(device), batch["hq"][:n].to(device)
+        return torch.cat([lq, model(lq).clamp(0, 1), hq], dim=-1).cpu()
 
 
 def _type_ids(types: list[str], device: torch.device) -> torch.Tensor:
