@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCES := $(VENV)/.sources
 
-.PHONY: demo test test-all bench clean FORCE
+.PHONY: demo test test-all bench lock clean FORCE
 
 # The list of the packages' files, rewritten only when a file is added or removed: the strict
 # editable install links each file, so a new module needs a reinstall; an edit does not.
@@ -18,10 +18,11 @@ $(SOURCES): FORCE
 # Strict editable mode: the packages are found through a folder of links on sys.path, so a
 # folder named shards/, model/, pipeline/ or degradations/ in the working directory (a data
 # folder, say) cannot hide them, as it does with the default editable finder.
-$(STAMP): pyproject.toml $(SOURCES)
+# Exact versions from requirements.lock (constraints: they pin what is installed, add nothing).
+$(STAMP): pyproject.toml requirements.lock $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -38,6 +39,11 @@ bench: $(STAMP)
 	@# and --no-deps keeps its opencv-python from shadowing opencv-python-headless.
 	$(PY) -m pip install -q --no-deps imagecorruptions==1.1.2 'setuptools<81'
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# After changing a dependency: install it into .venv, then rewrite the lock from what is there.
+lock: $(STAMP)
+	{ sed -n '1,3p' requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -v '^perceive-ir'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 clean:
 	rm -rf $(VENV) demo_out build .pytest_cache
