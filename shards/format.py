@@ -164,10 +164,12 @@ def write_record(root: Path, record: Mapping[str, Any]) -> None:
         tmp.write_text(json.dumps(dict(record), indent=1) + "\n")
 
 
-def shard_version(schema: pa.Schema) -> int | None:
+def shard_version(schema: pa.Schema) -> int | str:
     """The format version a shard manifest was written in (version 1 did not record it)."""
     value = (schema.metadata or {}).get(SHARD_VERSION_KEY)
-    return int(value) if value is not None else 1
+    if value is None:
+        return 1
+    return int(value) if value.isdigit() else value.decode(errors="replace")
 
 
 def check_version(version: Any, where: str) -> None:
@@ -226,9 +228,6 @@ class Build:
     def path(self, relative: str) -> Path:
         """A shard (as the manifest's `shard` column names it) or other file of the build."""
         return self.root / relative
-
-    def describe(self) -> str:
-        return f"{self.root} (format {self.record.get('format_version')})"
 
 
 def _read_table(path: Path, **kwargs: Any) -> pa.Table:

@@ -69,3 +69,86 @@ def test_documented_training_command_resolves_every_setting_it_names(line, capsy
             dotted, value = word.split("=", 1)
             section, key = dotted.split(".", 1)
             assert config[section][key] == yaml.safe_load(value), word
+
+
+# Appended to a documented line so it runs in seconds on a CPU, offline: later settings win.
+TINY = {
+    "build": ["--patch", "64", "--patches-per-image", "2", "--workers", "2"],
+    "calibrate": ["--patch", "64", "--patches-per-image", "1", "--steps", "3"],
+    "perceiver": ["model.clip_model=perceive-ir-tiny", "model.pretrained=null", "model.n_ctx=4", "model.train_visual=true"],
+    "restorer": [
+        "model.backbone=nafnet", 'model.backbone_kwargs={"width": 8, "encoder_blocks": [1, 1, 1], "middle_blocks": 1, "decoder_blocks": [1, 1, 1]}',
+        "model.semantic_pretrained=null", "model.semantic_size=28", 'model.semantic_kwargs={"depth": 3, "embed_dim": 32, "num_heads": 2}',
+        "loss.perceptual_pretrained=null", 'loss.perceptual_kwargs={"depths": [0], "layer_weights": [1.0]}',
+    ],
+    "train": ["optim.steps=2", "optim.warmup_steps=1", "data.crop=32", "data.batch_size=2", "data.num_workers=0", "run.device=cpu"],
+}
+
+
+def photo_names(count: int) -> list[str]:
+    """Photo file names that the default --splits put in both train and val."""
+    from shards import split_of
+
+    names, n = [], 0
+    while len({split_of(f"p{i}.jpg", (("train", 0.9), ("val", 0.1))) for i in range(n)}) < 2 or n < count:
+        n += 1
+    return [f"p{i}.jpg" for i in range(n)]
+
+
+def workspace(root: Path) -> None:
+    """What a new user would have: photos, a photo.jpg, and benchmark folders in their layouts."""
+    import cv2
+
+    import degradations as D
+
+    photos = list(D.builtin_photos().values())
+    (root / "photos").mkdir()
+    for i, name in enumerate(photo_names(3)):
+        cv2.imwrite(str(root / "photos" / name), photos[i % len(photos)][:256, :256, ::-1])
+    cv2.imwrite(str(root / "photo.jpg"), photos[0][:128, :128, ::-1])
+    crops = [p[:48, :48] for p in photos[:2]]
+    layouts = {"Rain100L": ("rainy", "norain"), "SOTS/outdoor": ("hazy", "clear"), "GoPro/test": ("blur", "sharp"), "LOL/eval15": ("low", "high")}
+    for i, crop in enumerate(crops):
+        (root / "data/BSD68").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / f"data/BSD68/{i}.png"), crop[:, :, ::-1])
+        for folder, (degraded, clean) in layouts.items():
+            for sub, image in ((degraded, crop // 2), (clean, crop)):
+                (root / "data" / folder / sub).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / "data" / folder / sub / f"{i:03d}.png"), image[:, :, ::-1])
+
+
+def runnable(line: str) -> list[str]:
+    """The line's command, with TINY settings appended, as an argv for subprocess."""
+    import sys
+
+    words = shlex.split(line, comments=True)
+    redirect = words[words.index(">") + 1] if ">" in words else None
+    argv = argv_of(line)
+    extra = TINY.get(argv[0], [])
+    if argv[0] == "train" and "--print-config" not in argv:
+        extra = TINY[argv[1]] + TINY["train"]
+    head = [sys.executable, "-m", "pipeline.cli"]
+    if words[0] == "torchrun":
+        head = [sys.executable, "-m", "torch.distributed.run", *words[1 : words.index("-m")], "--standalone", "-m", "pipeline.cli"]
+    return [*head, *argv, *extra] + ([">", redirect] if redirect else [])
+
+
+def test_every_readme_command_runs_as_written_in_a_fresh_folder(tmp_path):
+    """A new user's session: each shell line of the README, in order, in a folder that also holds
+    data/ and photos/ (tiny settings appended; `~` is that folder)."""
+    import os
+    import subprocess
+
+    workspace(tmp_path)
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    for line in readme_lines():
+        argv = runnable(line)
+        out = None
+        if ">" in argv:
+            out, argv = tmp_path / argv[-1], argv[: argv.index(">")]
+        argv = [os.path.expanduser(a).replace(os.path.expanduser("~"), str(tmp_path)) if a.startswith("~") else a for a in argv]
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
+        if out is not None:
+            out.write_text(done.stdout)
+    assert (tmp_path / "restored" / "p0.jpg").is_file() and (tmp_path / "runs/restorer/last.pt").is_file()

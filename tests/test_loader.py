@@ -532,7 +532,7 @@ def test_a_guardless_script_under_torchrun_reads_each_ranks_share(build, tmp_pat
     root, _ = build
     script = tmp_path / "read.py"
     script.write_text(GUARDLESS.format(root=str(root), workers=1))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(script)]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = sorted(line.split() for line in done.stdout.splitlines() if line.startswith("rank"))

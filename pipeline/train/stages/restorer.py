@@ -41,18 +41,20 @@ class RestorerTask:
         self.l1 = nn.L1Loss()
         self.infonce = InfoNCE() if config["model"]["cfe"] and self.weights.contrastive else None
         self.quality = None
-        if self.weights.quality and not loss_cfg["perceiver"]:
+        if self.weights.quality and loss_cfg["perceiver"]:
+            self.quality = QualityLoss(get_stage("perceiver").load_trained(loss_cfg["perceiver"], device)).to(device)
+        elif self.weights.quality:
             warnings.warn(
                 f"loss.quality is {self.weights.quality} but loss.perceiver names no trained perceiver: training without "
                 "the CLIP quality loss; give loss.perceiver=RUN/perceiver.safetensors (stage 1), or loss.quality=0",
                 stacklevel=2,
             )
-        if loss_cfg["perceiver"] and self.weights.quality:
-            self.quality = QualityLoss(get_stage("perceiver").load_trained(loss_cfg["perceiver"], device)).to(device)
         self.perceptual = None
         if self.weights.perceptual:
-            perceptual = {"feature_model": loss_cfg["perceptual_model"], "pretrained": loss_cfg["perceptual_pretrained"], **loss_cfg["perceptual_kwargs"]}
-            self.perceptual = build_model(DifficultyAdaptivePerceptualLoss, perceptual, "loss.perceptual").to(device)
+            perceptual = {"feature_model": loss_cfg["perceptual_model"], "pretrained": loss_cfg["perceptual_pretrained"]}
+            self.perceptual = build_model(
+                DifficultyAdaptivePerceptualLoss, {**perceptual, **loss_cfg["perceptual_kwargs"]}, "loss.perceptual"
+            ).to(device)
         self.val_loader = val_loader
         self.val_batches = int(config["data"]["val_batches"])
 
@@ -104,7 +106,6 @@ class RestorerTask:
 def _type_ids(types: list[str], device: torch.device) -> torch.Tensor:
     """Stable small integers per type name (the same on every rank, for InfoNCE's cross-rank groups)."""
     return torch.tensor([D.derive_seed(t) % (1 << 31) for t in types], device=device)
-
 
 
 @register_stage
