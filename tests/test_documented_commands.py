@@ -89,7 +89,7 @@ def photo_names(count: int) -> list[str]:
     """Photo file names that the default --splits put in both train and val."""
     from shards import split_of
 
-    names, n = [], 0
+    n = 0
     while len({split_of(f"p{i}.jpg", (("train", 0.9), ("val", 0.1))) for i in range(n)}) < 2 or n < count:
         n += 1
     return [f"p{i}.jpg" for i in range(n)]
