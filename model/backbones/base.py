@@ -33,6 +33,16 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor, guide: Guide | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode(self, features: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The U-Net's way down, for backbones with `encoders` and `downsamples`: the deepest
+        features and the skip features of each level, shallowest first."""
+        skips = []
+        for encoder, downsample in zip(self.encoders, self.downsamples):  # type: ignore[attr-defined]
+            features = encoder(features)
+            skips.append(features)
+            features = downsample(features)
+        return features, skips
+
     @staticmethod
     def guided(guide: Guide | None, level: int, features: torch.Tensor) -> torch.Tensor:
         """What a backbone calls at each decoder level: the guide's output, or the features unchanged."""

@@ -82,12 +82,7 @@ class NAFNet(Backbone):
         self.size_multiple = 2 ** len(encoder_blocks)
 
     def forward(self, x: torch.Tensor, guide: Guide | None = None) -> torch.Tensor:
-        features = self.embed(x)
-        skips = []
-        for encoder, downsample in zip(self.encoders, self.downsamples):
-            features = encoder(features)
-            skips.append(features)
-            features = downsample(features)
+        features, skips = self.encode(self.embed(x))
         features = self.middle(features)
         for level, (upsample, decoder) in enumerate(zip(self.upsamples, self.decoders)):
             features = upsample(features) + skips.pop()

@@ -116,12 +116,7 @@ class Restormer(Backbone):
         self.size_multiple = 2**n_skips
 
     def forward(self, x: torch.Tensor, guide: Guide | None = None) -> torch.Tensor:
-        features = self.embed(x)
-        skips = []
-        for encoder, downsample in zip(self.encoders, self.downsamples):
-            features = encoder(features)
-            skips.append(features)
-            features = downsample(features)
+        features, skips = self.encode(self.embed(x))
         features = self.latent(features)
         for level, (upsample, merge, decoder) in enumerate(zip(self.upsamples, self.merges, self.decoders)):
             features = merge(torch.cat([upsample(features), skips.pop()], dim=1))
