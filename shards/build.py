@@ -16,6 +16,7 @@ Order of a build, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -125,7 +126,7 @@ def build(
     token = hashlib.blake2b(f"{out}\n{json.dumps(record, sort_keys=True)}".encode(), digest_size=6).hexdigest()
     used = _run(todo, job, token, workers, scheduler, progress) if todo else "nothing to do"
     report = _finish(out, plan, record)
-    empty = [split for split, by_type in report.count_record()["samples_by_split_type"].items() if not any(by_type.values())]
+    empty = [split for split, by_type in report.build.counts["samples_by_split_type"].items() if not any(by_type.values())]
     if empty:
         warnings.warn(
             f"split {', '.join(empty)} holds no samples: {len(sources)} photos are too few for --splits "
@@ -306,9 +307,9 @@ def _finish(out: Path, plan: list[ShardSpec], record: dict[str, Any]) -> Report:
     """Merge per-shard tables in plan order, then complete the build record; returns the build's report."""
     merge_manifests((out / s.parquet for s in plan), out / MANIFEST)
     write_errors((e for s in plan for e in read_shard_errors(out / s.parquet)), out / ERRORS)
-    unfinished = Build(out, record)
-    counts = Report.of(unfinished).count_record()
+    report = Report.of(Build(out, record))  # the tables are read once
+    counts = report.count_record()
     counts["shards"] = len(plan)
     finished = Build(out, {**record, "counts": counts})
     write_record(out, finished.record)
-    return Report.of(finished)
+    return dataclasses.replace(report, build=finished)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shlex
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import TINY_LOSS, TINY_PERCEIVER, TINY_RESTORER
 from pipeline.cli import COMMANDS, main, parse
 
 README = Path(__file__).parent.parent / "README.md"
@@ -71,16 +73,16 @@ def test_documented_training_command_resolves_every_setting_it_names(line, capsy
             assert config[section][key] == yaml.safe_load(value), word
 
 
+def overrides(section: str, settings: dict) -> list[str]:
+    return [f"{section}.{key}={json.dumps(value)}" for key, value in settings.items()]
+
+
 # Appended to a documented line so it runs in seconds on a CPU, offline: later settings win.
 TINY = {
     "build": ["--patch", "64", "--patches-per-image", "2", "--workers", "2"],
     "calibrate": ["--patch", "64", "--patches-per-image", "1", "--steps", "3"],
-    "perceiver": ["model.clip_model=perceive-ir-tiny", "model.pretrained=null", "model.n_ctx=4", "model.train_visual=true"],
-    "restorer": [
-        "model.backbone=nafnet", 'model.backbone_kwargs={"width": 8, "encoder_blocks": [1, 1, 1], "middle_blocks": 1, "decoder_blocks": [1, 1, 1]}',
-        "model.semantic_pretrained=null", "model.semantic_size=28", 'model.semantic_kwargs={"depth": 3, "embed_dim": 32, "num_heads": 2}',
-        "loss.perceptual_pretrained=null", 'loss.perceptual_kwargs={"depths": [0], "layer_weights": [1.0]}',
-    ],
+    "perceiver": overrides("model", TINY_PERCEIVER),
+    "restorer": overrides("model", TINY_RESTORER) + overrides("loss", {**TINY_LOSS, "perceptual_pretrained": None}),
     "train": ["optim.steps=2", "optim.warmup_steps=1", "data.crop=32", "data.batch_size=2", "data.num_workers=0", "run.device=cpu"],
 }
 

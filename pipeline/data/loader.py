@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 import degradations as D
 from pipeline.data.catalog import Catalog, load_catalog
 from pipeline.data.epoch_plan import PlanSpec, batches_per_epoch, check_spec, plan_epoch
-from pipeline.data.modes import MODES, Mode, get_mode
+from pipeline.data.modes import Mode, mode_class
 from pipeline.data.samples import SampleMaker
 from pipeline.data.worker import PROBLEMS, REPLACED, BatchProducer
 
@@ -315,8 +315,7 @@ def make_loader(
     if window % batch_size:
         raise D.UserError(f"shuffle_window {window} must be a multiple of batch_size {batch_size}")
 
-    if mode not in MODES:  # before any manifest is read (over a URL list, that is many requests)
-        raise D.UserError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
+    kind = mode_class(mode)  # before any manifest is read (over a URL list, that is many requests)
     catalog = load_catalog(source, split)
     names, weights = _select_types(catalog, types)
     shards = int(np.isin(catalog.shard_type, [catalog.types.index(t) for t in names]).sum())
@@ -332,7 +331,7 @@ def make_loader(
             "shipped with the engine (SSIM bands); give the build root to use the build's own",
             stacklevel=2,
         )
-    made = get_mode(mode, catalog, names)
+    made = kind.create(catalog, names)
     _check_sizes(catalog, crop, made, names)
     config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment, drop_last)
     return StreamLoader(catalog, config, made, rank, num_workers, pin_memory, epoch, None if cache_dir is None else str(cache_dir))

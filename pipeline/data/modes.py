@@ -76,10 +76,11 @@ def register_mode(cls: type[Mode]) -> type[Mode]:
     return cls
 
 
-def get_mode(name: str, catalog: Catalog, types: Sequence[str]) -> Mode:
+def mode_class(name: str) -> type[Mode]:
+    """The registered mode `name`; UserError listing the modes when there is none."""
     if name not in MODES:
         raise D.UserError(f"unknown mode {name!r}; modes are {', '.join(MODES)}")
-    return MODES[name].create(catalog, types)
+    return MODES[name]
 
 
 @register_mode

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import degradations as D
-from pipeline.eval.metrics import RestorationScores
+from pipeline.eval.metrics import RestorationScores, to_tensor
 from shards import image_files, load_image
 
 BSD68_SIGMAS = (15, 25, 50)
@@ -83,10 +83,6 @@ def folder_pairs(degraded_dir: Path, clean_dir: Path) -> Iterator[tuple[str, np.
         yield d.name, degraded, clean
 
 
-def _tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
-
-
 @torch.no_grad()
 def evaluate_tasks(
     model: nn.Module, tasks: Mapping[str, Iterator[tuple[str, np.ndarray, np.ndarray]]], device: torch.device
@@ -95,8 +91,8 @@ def evaluate_tasks(
     scores = RestorationScores()
     for task, pairs in tasks.items():
         for _, degraded, clean in pairs:
-            x = _tensor(degraded, device)
-            scores.add(model(x), x, _tensor(clean, device), [task], "test")
+            x = to_tensor(degraded, device)
+            scores.add(model(x), x, to_tensor(clean, device), [task], "test")
     return [r for r in scores.table() if r["tier"] == "all"]
 
 

@@ -16,6 +16,11 @@ import torch
 import degradations as D
 
 
+def to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """H x W x 3 uint8 -> 1 x 3 x H x W float32 in [0, 1] on `device`."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """B x 3 x H x W float in [0, 1] -> B x H x W x 3 uint8 (rounded, clipped)."""
     return (images.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

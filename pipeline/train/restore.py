@@ -21,6 +21,7 @@ from torch import nn
 
 import degradations as D
 import shards
+from pipeline.eval.metrics import to_tensor, to_uint8
 from pipeline.train.stages import get_stage
 
 TILE, OVERLAP = 512, 32  # px: a 512 x 512 tile of the paper's Restormer fits in a few GB
@@ -46,7 +47,7 @@ def restore(model: nn.Module, image: np.ndarray, *, tile: int = TILE, overlap: i
     image = D.as_rgb_uint8(image)
     device = next(model.parameters()).device
     h, w = image.shape[:2]
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+    x = to_tensor(image, device)
     out = torch.zeros(3, h, w, device=device)
     weight = torch.zeros(1, h, w, device=device)
     for y0, y1, x0, x1 in _tiles(h, w, tile, overlap):
@@ -56,7 +57,7 @@ def restore(model: nn.Module, image: np.ndarray, *, tile: int = TILE, overlap: i
         weight[:, y0:y1, x0:x1] += ramp
         if progress:
             progress(1)
-    return (out / weight).mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_uint8((out / weight)[None])[0]
 
 
 def _check_tiling(tile: int, overlap: int) -> None:
