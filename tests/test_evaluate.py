@@ -10,7 +10,7 @@ import pytest
 
 import degradations as D
 from pipeline.cli import main
-from pipeline.eval.benchmarks import match_pairs
+from pipeline.eval.all_in_one import CLASSICAL, IDENTITY
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -25,22 +25,6 @@ def photos(photo_crops):
     return photo_crops
 
 
-def test_pairs_match_by_path_or_number(tmp_path, photos):
-    write(tmp_path / "sots/hazy/0001_0.8_0.2.jpg", photos[0])
-    write(tmp_path / "sots/hazy/0002_0.9_0.1.jpg", photos[1])
-    write(tmp_path / "sots/clear/0002.png", photos[1])
-    write(tmp_path / "sots/clear/0001.png", photos[0])
-    pairs = match_pairs(tmp_path / "sots/hazy", tmp_path / "sots/clear")
-    assert [(d.name, c.name) for d, c in pairs] == [("0001_0.8_0.2.jpg", "0001.png"), ("0002_0.9_0.1.jpg", "0002.png")]
-    write(tmp_path / "gopro/blur/scene_a/000001.png", photos[0])
-    write(tmp_path / "gopro/sharp/scene_a/000001.png", photos[0])
-    assert len(match_pairs(tmp_path / "gopro/blur", tmp_path / "gopro/sharp")) == 1
-    write(tmp_path / "bad/low/7.png", photos[0])
-    write(tmp_path / "bad/high/8.png", photos[0])
-    with pytest.raises(ValueError, match="no clean image"):
-        match_pairs(tmp_path / "bad/low", tmp_path / "bad/high")
-
-
 def test_eval_cli_writes_the_all_in_one_table(tmp_path, photos, restorer_run):
     for i, p in enumerate(photos):
         write(tmp_path / f"bsd68/{i:03d}.png", p)
@@ -52,16 +36,19 @@ def test_eval_cli_writes_the_all_in_one_table(tmp_path, photos, restorer_run):
                  "--bench", f"rain100l={tmp_path / 'rain100l'}", "-o", str(out), "--device", "cpu"])
     assert code == 0
     rows = json.loads((out / "all_in_one.json").read_text())
-    assert [r["type"] for r in rows] == ["bsd68_sigma15", "bsd68_sigma25", "bsd68_sigma50", "rain100l", "average"]
-    assert all(r["n"] == 3 for r in rows[:4])
-    inputs = {r["type"]: r["input_psnr"] for r in rows}
+    tasks = ["cbsd68_sigma15", "cbsd68_sigma25", "cbsd68_sigma50", "rain100l"]
+    by = {(r["method"], r["task"]): r for r in rows}
+    assert set(by) == {(m, t) for m in (IDENTITY, CLASSICAL, "run") for t in [*tasks, "average"]}
+    assert all(r["n"] == 3 for r in rows if r["task"] != "average")
     # Gaussian noise at sigma s: PSNR near 20 log10(255 / s), a little above it where pixels clip.
     for sigma in (15, 25, 50):
-        assert 20 * np.log10(255 / sigma) - 0.1 < inputs[f"bsd68_sigma{sigma}"] < 20 * np.log10(255 / sigma) + 1.5
-    for key in ("psnr", "ssim", "input_psnr", "psnr_gain"):
-        assert rows[-1][key] == pytest.approx(np.mean([r[key] for r in rows[:4]]))
-    assert all(r["psnr_gain"] == pytest.approx(r["psnr"] - r["input_psnr"]) for r in rows)
-    assert (out / "all_in_one.csv").read_text().splitlines()[0].startswith("type,tier,n,psnr")
+        assert 20 * np.log10(255 / sigma) - 0.1 < by[(IDENTITY, f"cbsd68_sigma{sigma}")]["psnr"] < 20 * np.log10(255 / sigma) + 1.5
+    for method in (IDENTITY, CLASSICAL, "run"):
+        for key in ("psnr", "ssim"):
+            assert by[(method, "average")][key] == pytest.approx(np.mean([by[(method, t)][key] for t in tasks]))
+    # The untrained restorer's output layer starts at zero: it is the identity, and scores as one.
+    assert by[("run", "rain100l")]["psnr"] == pytest.approx(by[(IDENTITY, "rain100l")]["psnr"], abs=0.05)
+    assert (out / "all_in_one.csv").read_text().splitlines()[0].startswith("method,variant,benchmark,task,n,psnr,ssim")
 
 
 def test_eval_needs_something_to_evaluate(tmp_path, capsys):

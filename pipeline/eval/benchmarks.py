@@ -1,120 +1,306 @@
-"""All-in-one evaluation: a restorer on the standard benchmark layouts or on a shard split.
+"""The standard restoration test sets: how their distributors lay them out, and how their pairs are made.
 
-Benchmark folders are read as their authors ship them: BSD68 is a folder of
-clean images, noised here at sigma 15 / 25 / 50 with fixed seeds; the others
-(Rain100L, SOTS-outdoor, GoPro, LOL, or any pair set) are a degraded folder
-and a clean folder, matched by relative path, or else by the first number in
-the file name (SOTS's `0001_0.8_0.2.jpg` -> `0001.png`, Rain100L's
-`rain-001.png` -> `norain-001.png`).
+Each `Benchmark` names its task, its known size, the folder layouts it ships in and how a
+degraded file finds its clean partner. `--bench rain100l=DIR` finds the layout by itself; any
+other name is read with the generic layout (a degraded and a clean subfolder by their usual
+names) and the generic pairing (same relative path, else the first number of the file name).
+
+Noise sets are clean images only: they are noised here with the papers' protocol (Gaussian
+noise added to the clean image, clipped to [0, 255] and truncated to uint8, at sigma 15 / 25 / 50),
+seeded by (file name, sigma) so the table is the same on every run and machine.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 import degradations as D
-from pipeline.eval.metrics import RestorationScores, to_tensor
 from shards import image_files, load_image
 
-BSD68_SIGMAS = (15, 25, 50)
-_DEGRADED_NAMES = ("input", "rainy", "rain", "hazy", "haze", "low", "blur", "degraded", "lq")
+NOISE_SIGMAS = (15, 25, 50)
+_DEGRADED_NAMES = ("input", "rainy", "rain", "hazy", "haze", "low", "blur", "synthetic", "snow", "degraded", "lq")
 _CLEAN_NAMES = ("target", "gt", "groundtruth", "norain", "clear", "high", "sharp", "clean", "hq")
 
 
-def _number(path: Path) -> int | None:
-    m = re.search(r"\d+", path.stem)
-    return int(m.group()) if m else None
+def first_number(rel: str) -> str:
+    """The pairing key of most sets: the folders, then the first number of the file name as an integer
+    (`rain-001.png` -> `1`, SOTS's `0004_0.9_0.12.jpg` -> `4`, `norain-001.png` -> `1`)."""
+    folder, _, name = rel.rpartition("/")
+    m = re.search(r"\d+", name)
+    key = str(int(m.group())) if m else Path(name).stem
+    return f"{folder}/{key}" if folder else key
 
 
-def split_pair_folder(root: Path) -> tuple[Path, Path]:
-    """(degraded, clean) subfolders of a benchmark folder, by their usual names."""
-    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    degraded = next((subdirs[n] for n in _DEGRADED_NAMES if n in subdirs), None)
-    clean = next((subdirs[n] for n in _CLEAN_NAMES if n in subdirs), None)
-    if degraded is None or clean is None:
-        raise D.UserError(
-            f"{root}: expected a degraded subfolder ({'/'.join(_DEGRADED_NAMES)}) and a clean one "
-            f"({'/'.join(_CLEAN_NAMES)}); or give DEGRADED_DIR:CLEAN_DIR"
-        )
-    return degraded, clean
+def same_stem(rel: str) -> str:
+    """The relative path without its suffix."""
+    return rel.rsplit(".", 1)[0]
 
 
-def match_pairs(degraded_dir: Path, clean_dir: Path) -> list[tuple[Path, Path]]:
-    """Pair every degraded image with its clean image; UserError naming what does not match."""
-    degraded, clean = image_files(degraded_dir), image_files(clean_dir)
-    if not degraded or not clean:
-        raise D.UserError(f"no images in {degraded_dir if not degraded else clean_dir}")
-    by_rel = {p.relative_to(clean_dir).with_suffix("").as_posix(): p for p in clean}
-    pairs = [(d, by_rel.get(d.relative_to(degraded_dir).with_suffix("").as_posix())) for d in degraded]
-    if all(c is not None for _, c in pairs):
-        return pairs  # type: ignore[return-value]
-    by_number: dict[int, Path] = {}
-    for c in clean:
-        n = _number(c)
-        if n is None or n in by_number:
-            raise D.UserError(f"cannot match {degraded_dir} to {clean_dir}: names differ and {c.name} has no unique number")
-        by_number[n] = c
-    pairs = [(d, by_number.get(_number(d))) for d in degraded]  # type: ignore[arg-type]
-    missing = [d.name for d, c in pairs if c is None]
-    if missing:
-        raise D.UserError(f"no clean image in {clean_dir} for {len(missing)} degraded images, e.g. {missing[:3]}")
-    return pairs  # type: ignore[return-value]
+@dataclass(frozen=True)
+class Layout:
+    """Where the images of a set lie below its root: `degraded` and `clean` are glob patterns of
+    folders (`*/blur` for GoPro's per-sequence folders); the part a `*` matched is kept in the key,
+    so GoPro's `SEQ/blur/1.png` pairs with `SEQ/sharp/1.png`."""
+
+    degraded: str
+    clean: str
 
 
-def bsd68_pairs(folder: Path, sigma: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, noisy, clean) with Gaussian noise at `sigma`, seeded by (name, sigma): the same on every run."""
-    for path in image_files(folder):
-        clean = load_image(path)
-        noisy, _ = D.degrade(clean, "noise", params={"sigma": sigma}, seed=D.derive_seed("bsd68", path.name, sigma))
-        yield path.name, noisy, clean
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    title: str
+    task: str  # the degradation type it measures (a key of the engine's registry where one exists)
+    size: int | None  # pairs (clean images for noise sets) in the complete set
+    layouts: tuple[Layout, ...] = ()
+    key: Callable[[str], str] = first_number
+    clean_only: bool = False
+    subsets: dict[int, str] = field(default_factory=dict)  # known partial copies, by pair count
+    note: str = ""
 
 
-def folder_pairs(degraded_dir: Path, clean_dir: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    for d, c in match_pairs(degraded_dir, clean_dir):
-        degraded, clean = load_image(d), load_image(c)
-        if degraded.shape != clean.shape:
-            raise D.UserError(f"{d.name} is {degraded.shape[:2]} but its clean image {c.name} is {clean.shape[:2]}")
-        yield d.name, degraded, clean
+def _noise(name: str, title: str, size: int, note: str = "") -> Benchmark:
+    return Benchmark(name, title, "noise", size, clean_only=True, note=note)
 
 
-@torch.no_grad()
-def evaluate_tasks(
-    model: nn.Module, tasks: Mapping[str, Iterator[tuple[str, np.ndarray, np.ndarray]]], device: torch.device
-) -> list[dict[str, float | str]]:
-    """The all-in-one table: PSNR / SSIM (RGB) per task and their average, with the inputs' scores."""
-    scores = RestorationScores()
-    for task, pairs in tasks.items():
-        for _, degraded, clean in pairs:
-            x = to_tensor(degraded, device)
-            scores.add(model(x), x, to_tensor(clean, device), [task], "test")
-    return [r for r in scores.table() if r["tier"] == "all"]
+_PAIRS = (Layout("input", "target"), Layout("lq", "gt"))
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    _noise("cbsd68", "CBSD68", 68, "colour BSD68; portrait and landscape 481x321"),
+    _noise("kodak24", "Kodak24", 24),
+    _noise("mcmaster", "McMaster", 18),
+    _noise("urban100", "Urban100", 100),
+    Benchmark("rain100l", "Rain100L", "rain", 100, (Layout("rainy", "norain"), Layout("rain", "norain"), *_PAIRS),
+              note="91 distinct backgrounds: 9 clean images are duplicated in the set itself; the 480x320 release is "
+                   "cropped by 1 px from the original 481x321"),
+    Benchmark("rain100h", "Rain100H", "rain", 100, (Layout("rainy", "norain"), Layout("rain", "norain"), *_PAIRS)),
+    Benchmark("sots-outdoor", "SOTS outdoor", "haze", 500, (Layout("hazy", "gt"), Layout("hazy", "clear"),
+              Layout("haze", "clear"), *_PAIRS), subsets={5: "the 5-pair subset shared for tests"},
+              note="hazy XXXX_A_BETA.jpg pairs with XXXX.png"),
+    Benchmark("sots-indoor", "SOTS indoor", "haze", 500, (Layout("hazy", "gt"), Layout("hazy", "clear"),
+              Layout("haze", "clear"), *_PAIRS), note="10 hazy images per clear image (1400_1.png ... 1400_10.png -> 1400.png)"),
+    Benchmark("hsts", "RESIDE HSTS", "haze", 10, (Layout("hazy", "gt"), Layout("haze", "clear"), Layout("hazy", "clear"), *_PAIRS),
+              note="synthetic part; clear/8180.jpg is a PNG with an alpha channel"),
+    Benchmark("gopro", "GoPro", "blur", 1111, (Layout("*/blur", "*/sharp"), Layout("blur", "sharp"), *_PAIRS),
+              note="11 test sequences, each with blur/ and sharp/"),
+    Benchmark("lol", "LOL v1 eval15", "low_light", 15, (Layout("low", "high"), Layout("eval15/low", "eval15/high"), *_PAIRS)),
+    Benchmark("cdd11", "CDD-11", "composite", 2200, (Layout("[!c]*", "clear"),),
+              note="11 degradation folders of 200 images (low, haze, rain, snow and their mixtures), each paired with clear/"),
+    *(Benchmark(f"snow100k-{s.lower()}", f"Snow100K-{s}", "snow", n, (Layout("synthetic", "gt"), *_PAIRS))
+      for s, n in (("S", 16611), ("M", 16588), ("L", 16801))),
+)}
+ALIASES = {"bsd68": "cbsd68", "sots": "sots-outdoor", "lol-v1": "lol", "lolv1": "lol", "rain100": "rain100l"}
 
 
-def benchmark_tasks(specs: Sequence[str]) -> dict[str, Iterator[tuple[str, np.ndarray, np.ndarray]]]:
-    """`bsd68=DIR`, `NAME=DIR` (with degraded/clean subfolders) or `NAME=DEGRADED_DIR:CLEAN_DIR`."""
-    tasks: dict[str, Iterator[tuple[str, np.ndarray, np.ndarray]]] = {}
+def find_benchmark(name: str) -> Benchmark | None:
+    """The registered set called `name` (any case, an alias, or a `NAME/anything` variant); None if unknown."""
+    key = name.lower().replace("_", "-")
+    return BENCHMARKS.get(ALIASES.get(key, key))
+
+
+def generic(name: str) -> Benchmark:
+    """An unregistered set: no known size or task, the usual subfolder names."""
+    layouts = tuple(Layout(d, c) for d in _DEGRADED_NAMES for c in _CLEAN_NAMES)
+    return Benchmark(name, name, "unknown", None, layouts)
+
+
+@dataclass
+class Pairing:
+    """The result of laying a set's files side by side (before any image is decoded)."""
+
+    benchmark: Benchmark
+    root: Path
+    layout: Layout | None
+    pairs: dict[str, list[tuple[Path, Path]]]  # per degraded folder (one task; CDD-11 has 11)
+    unpaired_degraded: list[Path]
+    unpaired_clean: list[Path]
+    ambiguous: list[tuple[str, list[Path]]]  # a key held by several clean files
+
+    @property
+    def count(self) -> int:
+        return sum(len(p) for p in self.pairs.values())
+
+
+def _folders(root: Path, pattern: str) -> list[Path]:
+    if not any(ch in pattern for ch in "*?["):
+        path = root / pattern
+        return [path] if path.is_dir() else []
+    depth = pattern.count("/") + 1
+    found = []
+    for path in sorted(root.glob("/".join(["*"] * depth))):
+        rel = path.relative_to(root).as_posix()
+        if path.is_dir() and fnmatch.fnmatchcase(rel.lower(), pattern.lower()):
+            found.append(path)
+    return found
+
+
+def _case_insensitive(root: Path, layout: Layout) -> Layout:
+    """The layout with its literal folder names spelt as they are on disk (`Rainy/`, `GT/`)."""
+    names = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
+    def spelt(pattern: str) -> str:
+        head, sep, tail = pattern.partition("/")
+        return names.get(head.lower(), head) + sep + tail if not any(ch in head for ch in "*?[") else pattern
+    return Layout(spelt(layout.degraded), spelt(layout.clean))
+
+
+def pair_benchmark(bench: Benchmark, root: str | Path) -> Pairing:
+    """Pair the files of `root` by the first of `bench`'s layouts present there; UserError if none is."""
+    root = Path(root)
+    if not root.is_dir():
+        raise D.InputNotFound(f"{bench.title} folder {root} does not exist")
+    if bench.clean_only:
+        files = image_files(root)
+        if not files:
+            raise D.UserError(f"{root} holds no images; {bench.title} is a folder of clean images")
+        return Pairing(bench, root, None, {bench.name: [(p, p) for p in files]}, [], [], [])
+    for layout in (_case_insensitive(root, lay) for lay in bench.layouts):
+        degraded_dirs, clean_dirs = _folders(root, layout.degraded), _folders(root, layout.clean)
+        clean_dirs = [c for c in clean_dirs if c not in degraded_dirs]
+        if degraded_dirs and clean_dirs:
+            return _pair(bench, root, layout, degraded_dirs, clean_dirs)
+    tried = ", ".join(f"{lay.degraded}/ + {lay.clean}/" for lay in bench.layouts[:6])
+    raise D.UserError(
+        f"{root} does not look like {bench.title}: none of its layouts ({tried}{', ...' if len(bench.layouts) > 6 else ''}) "
+        "is there; give NAME=DEGRADED_DIR:CLEAN_DIR to name the two folders"
+    )
+
+
+def _keyed(bench: Benchmark, folders: Sequence[Path], root: Path, pattern: str) -> dict[str, list[Path]]:
+    """Files by pairing key; a `*` folder part (GoPro's sequence) is kept in the key."""
+    by_key: dict[str, list[Path]] = {}
+    wild = any(ch in pattern for ch in "*?[") and "/" in pattern
+    for folder in folders:
+        prefix = folder.relative_to(root).parts[0] + "/" if wild else ""
+        for f in image_files(folder):
+            by_key.setdefault(prefix + bench.key(f.relative_to(folder).as_posix()), []).append(f)
+    return by_key
+
+
+def _pair(bench: Benchmark, root: Path, layout: Layout, degraded_dirs: list[Path], clean_dirs: list[Path]) -> Pairing:
+    clean = _keyed(bench, clean_dirs, root, layout.clean)
+    used: set[str] = set()
+    pairs: dict[str, list[tuple[Path, Path]]] = {}
+    unpaired: list[Path] = []
+    # One task per degraded folder when the pattern names several (CDD-11); GoPro's sequences are one task.
+    split_tasks = "/" not in layout.degraded and any(ch in layout.degraded for ch in "*?[")
+    for folder in degraded_dirs:
+        task = f"{bench.name}_{folder.name.lower()}" if split_tasks else bench.name
+        for key, files in _keyed(bench, [folder], root, layout.degraded).items():
+            partner = clean.get(key)
+            for f in files:
+                if partner is None:
+                    unpaired.append(f)
+                else:
+                    pairs.setdefault(task, []).append((f, partner[0]))
+                    used.add(key)
+    ambiguous = [(k, v) for k, v in clean.items() if len(v) > 1]
+    unpaired_clean = [f for k, v in clean.items() if k not in used for f in v]
+    return Pairing(bench, root, layout, {t: sorted(p) for t, p in sorted(pairs.items())}, sorted(unpaired),
+                   sorted(unpaired_clean), ambiguous)
+
+
+def benchmark_noise(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """The papers' noise protocol: clean + N(0, sigma^2), clipped to [0, 255], truncated to uint8."""
+    rng = np.random.default_rng(seed)
+    return np.clip(clean.astype(np.float64) + rng.standard_normal(clean.shape) * sigma, 0, 255).astype(np.uint8)
+
+
+def noise_seed(name: str, sigma: float) -> int:
+    return D.derive_seed("benchmark-noise", name, sigma)
+
+
+@dataclass
+class BenchTask:
+    """One row group of the all-in-one table: `task` (`rain100l`, `cbsd68_sigma25`) of `benchmark`."""
+
+    name: str
+    benchmark: Benchmark
+    pairs: list[tuple[Path, Path]]
+    sigma: float | None = None
+    note: str = ""
+
+    @property
+    def degradation(self) -> str:
+        return self.benchmark.task
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def images(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, degraded, clean) uint8 RGB, decoded one pair at a time."""
+        for degraded_path, clean_path in self.pairs:
+            clean = load_image(clean_path)
+            if self.sigma is not None:
+                yield clean_path.name, benchmark_noise(clean, self.sigma, noise_seed(clean_path.name, self.sigma)), clean
+                continue
+            degraded = load_image(degraded_path)
+            if degraded.shape != clean.shape:
+                raise D.UserError(
+                    f"{degraded_path} is {degraded.shape[1]}x{degraded.shape[0]} but its clean image {clean_path.name} is "
+                    f"{clean.shape[1]}x{clean.shape[0]}; `perceive-ir benchmarks check` lists every such pair"
+                )
+            yield degraded_path.name, degraded, clean
+
+
+def parse_bench(spec: str) -> tuple[Benchmark, Path | tuple[Path, Path]]:
+    """`NAME=DIR` or `NAME=DEGRADED_DIR:CLEAN_DIR` -> (the set, where it is)."""
+    if "=" not in spec:
+        raise D.UserError(f"benchmark {spec!r} must look like NAME=DIR or NAME=DEGRADED_DIR:CLEAN_DIR (known names: "
+                          f"{', '.join(BENCHMARKS)})")
+    name, where = spec.split("=", 1)
+    bench = find_benchmark(name) or generic(name)
+    if ":" in where and not bench.clean_only:
+        degraded, clean = (Path(p) for p in where.split(":", 1))
+        for p in (degraded, clean):
+            if not p.is_dir():
+                raise D.InputNotFound(f"benchmark folder {p} does not exist")
+        return bench, (degraded, clean)
+    return bench, Path(where)
+
+
+def pair_spec(spec: str) -> Pairing:
+    """The pairing of one `--bench` argument; an explicit DEGRADED_DIR:CLEAN_DIR pairs those two folders."""
+    bench, where = parse_bench(spec)
+    if isinstance(where, tuple):
+        degraded, clean = where
+        return _pair(bench, degraded.parent, Layout(degraded.name, clean.name), [degraded], [clean])
+    return pair_benchmark(bench, where)
+
+
+def benchmark_tasks(specs: Sequence[str]) -> list[BenchTask]:
+    """The tasks of `--bench` arguments, every folder paired before anything is scored.
+
+    Refuses a set with unpaired degraded images (naming a few), notes a set whose size differs from
+    the benchmark's (a known subset by its name); noise sets give one task per sigma."""
+    tasks: list[BenchTask] = []
     for spec in specs:
-        if "=" not in spec:
-            raise D.UserError(f"benchmark {spec!r} must look like NAME=DIR or NAME=DEGRADED_DIR:CLEAN_DIR")
-        name, where = spec.split("=", 1)
-        if name.lower() == "bsd68":
-            folder = Path(where)
-            if not folder.is_dir():
-                raise D.InputNotFound(f"BSD68 folder {folder} does not exist")
-            for sigma in BSD68_SIGMAS:
-                tasks[f"bsd68_sigma{sigma}"] = bsd68_pairs(folder, sigma)
-            continue
-        if ":" in where:
-            degraded, clean = (Path(p) for p in where.split(":", 1))
+        pairing = pair_spec(spec)
+        bench = pairing.benchmark
+        if pairing.unpaired_degraded:
+            names = [p.name for p in pairing.unpaired_degraded[:3]]
+            raise D.UserError(f"{pairing.root}: no clean image for {len(pairing.unpaired_degraded)} degraded images, e.g. {names}; "
+                              f"`perceive-ir benchmarks check {bench.name} {pairing.root}` lists them")
+        note = size_note(bench, pairing.count)
+        if bench.clean_only:
+            pairs = pairing.pairs[bench.name]
+            tasks += [BenchTask(f"{bench.name}_sigma{s}", bench, pairs, sigma=s, note=note) for s in NOISE_SIGMAS]
         else:
-            if not Path(where).is_dir():
-                raise D.InputNotFound(f"benchmark folder {where} does not exist")
-            degraded, clean = split_pair_folder(Path(where))
-        tasks[name] = folder_pairs(degraded, clean)
+            tasks += [BenchTask(task, bench, pairs, note=note) for task, pairs in pairing.pairs.items()]
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise D.UserError(f"a benchmark is given twice: {sorted({n for n in names if names.count(n) > 1})}")
     return tasks
+
+
+def size_note(bench: Benchmark, count: int) -> str:
+    """'' for a complete set; otherwise what the count means (a known subset, or how far from the known size)."""
+    if bench.size is None or count == bench.size:
+        return ""
+    if count in bench.subsets:
+        return f"{bench.subsets[count]} ({count} of {bench.size} pairs): not comparable with published tables"
+    return f"{count} pairs where {bench.title} has {bench.size}: not comparable with published tables"
