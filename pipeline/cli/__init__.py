@@ -17,7 +17,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "eval", "benchmarks", "restore", "demo"]
+COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "eval", "benchmarks", "realism", "restore", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@ import numpy as np
 
 import degradations as D
 import shards
-from pipeline.report.contact_sheet import grid, tile
+from pipeline.eval.realism import RealismReport
+from pipeline.report.contact_sheet import grid, save_png, tile
 
 
 def severity_sheet(image: np.ndarray, types: Sequence[str], severities: Sequence[float], seed: int = 0, size: int = 192) -> np.ndarray:
@@ -58,3 +59,13 @@ def build_sheet(
                 row.append(tile(images[key][tier], [f"{tier} s={r['severity']:.2f} {metric}={r['score']:.2f}"], size))
         grid_rows.append(row)
     return grid(grid_rows, row_labels=list(types))
+
+
+def realism_sheet(triplets: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], report: RealismReport, path: str | Path,
+                  rows: int = 4, size: int = 256) -> Path:
+    """clean | real | synthetic for `rows` images spread over the set, labelled with PSNR, as a PNG."""
+    picked = triplets[:: max(1, len(triplets) // rows)][:rows]
+    cells = [[tile(c, ["clean", ""], size), tile(r, [f"real {report.benchmark}", f"{D.psnr(c, r):.1f} dB"], size),
+              tile(s, [f"{report.type} at {report.severity:.2f}", f"{D.psnr(c, s):.1f} dB"], size)]
+             for c, r, s in picked]
+    return save_png(grid(cells), Path(path))
