@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -61,7 +60,7 @@ def _half_width(signal: np.ndarray, axis: int) -> float:
         return 0.0
     for lag in range(1, min(64, x.shape[axis] // 2)):
         a = np.take(x, range(lag, x.shape[axis]), axis=axis)
-        b = np.take(x, range(0, x.shape[axis] - lag), axis=axis)
+        b = np.take(x, range(x.shape[axis] - lag), axis=axis)
         if float((a * b).mean()) <= zero / 2:
             return float(lag)
     return 64.0
@@ -156,7 +155,7 @@ def two_sample_accuracy(real: Sequence[np.ndarray], synthetic: Sequence[np.ndarr
         critic = _Critic()
     opt = torch.optim.Adam(critic.parameters(), 1e-3)
     loss_fn = nn.BCEWithLogitsLoss()
-    pick = lambda idx, images: [images[i] for i in idx]  # noqa: E731
+    pick = lambda idx, images: [images[i] for i in idx]
     for _ in range(steps):
         x = torch.cat([_crops(pick(train, real), batch // 2, crop, rng), _crops(pick(train, synthetic), batch // 2, crop, rng)])
         y = torch.cat([torch.ones(batch // 2), torch.zeros(batch // 2)])
