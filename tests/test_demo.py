@@ -21,4 +21,5 @@ def test_demo_writes_its_report(tmp_path, capsys):
     assert (out / "perceiver" / "perceiver.safetensors").is_file() and (out / "restorer" / "last.pt").is_file()
     rows = json.loads((out / "restorer_val.json").read_text())
     assert rows[-1]["type"] == "average" and rows[-1]["n"] > 0
+    assert "per type:" in printed and all(f"{t} " in printed.split("per type:")[1] for t in ("blur", "haze", "noise"))
     assert "randomly initialised" in (out / "report.md").read_text()

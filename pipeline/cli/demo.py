@@ -11,7 +11,7 @@ EXAMPLES = ["perceive-ir demo", "perceive-ir demo -o /tmp/demo --steps 200,100  
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out/)")
     p.add_argument("--workers", type=int, default=2, help="build workers and loader workers")
-    p.add_argument("--steps", default="1000,600", help="training steps of the perceiver and the restorer")
+    p.add_argument("--steps", default="800,1000", help="training steps of the perceiver and the restorer")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,11 +19,11 @@ def run(args: argparse.Namespace) -> int:
 
     import degradations as D
     from pipeline.cli.args import numbers
-    from pipeline.report.demo import run_demo
+    from pipeline.report.demo import gains_by_type, run_demo
 
     steps = tuple(numbers(args.steps, int, "--steps"))
     if len(steps) != 2 or min(steps) < 1:
-        raise D.UserError(f"--steps wants two positive integers such as 1000,600; got {args.steps!r}")
+        raise D.UserError(f"--steps wants two positive integers such as 800,1000; got {args.steps!r}")
     warnings.filterwarnings("once", message=".*RANDOM weights.*")
     s = run_demo(args.out, args.workers, steps)
     print()
@@ -33,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
           f"Spearman(quality, -severity) {s['perceiver_val_srocc']:.3f}")
     print(f"  restorer:   validation PSNR {s['restorer_val_input_psnr']:.2f} -> {s['restorer_val_psnr']:.2f} dB "
           f"({s['restorer_val_psnr_gain_db']:+.2f} dB)")
+    print(f"  per type:   {gains_by_type(s)} dB (mean over the mq and lq tiers)")
     print(f"  time:       {s['seconds']['total']:.0f} s; report: {args.out}/report.md")
     return 0
