@@ -8,7 +8,7 @@ HELP = "build tiered webdataset shards (hq / mq / lq per sample) and a parquet m
 EXAMPLES = [
     "perceive-ir build --source builtin --out /tmp/shards",
     "perceive-ir build --source ~/photos --out data/shards --types noise,haze,rain,blur,low_light --patch 256 --workers 8",
-    "perceive-ir build --source files.txt --out data/shards --types low_light+rain+haze --calibration my_calibration.json",
+    "perceive-ir build --source files.txt --out data/cdd_shards --types low_light+rain+haze --calibration my_calibration.json",
     "perceive-ir build --source ~/photos --out /shared/shards --scheduler tcp://scheduler:8786",
 ]
 

@@ -7,7 +7,7 @@ import argparse
 HELP = "measure severity -> quality curves per type on a set of photos; write calibration.json"
 EXAMPLES = [
     "perceive-ir calibrate --source builtin -o calibration.json",
-    "perceive-ir calibrate --source ~/photos --types noise,haze,low_light+haze --patch 256 -o my_calibration.json",
+    "perceive-ir calibrate --source ~/photos --types noise,haze,low_light+rain+haze --patch 256 -o my_calibration.json",
     "# the shipped default is exactly:  perceive-ir calibrate --source builtin -o degradations/calibration.json",
 ]
 

@@ -8,8 +8,9 @@ HELP = "train the quality perceiver (stage 1) or the restorer (stage 2) on built
 EXAMPLES = [
     "perceive-ir train perceiver --data.source shards/ -o runs/perceiver",
     "perceive-ir train restorer --config restorer.yaml loss.perceiver=runs/perceiver/perceiver.safetensors",
-    "torchrun --nproc-per-node 4 -m pipeline.cli train restorer --config restorer.yaml data.source=shards/",
     "perceive-ir train restorer --config restorer.yaml run.resume=true      # continue after a stop or SIGTERM",
+    "torchrun --nproc-per-node 4 -m pipeline.cli train restorer --config restorer.yaml data.source=shards/ -o runs/restorer_ddp",
+    "torchrun --nproc-per-node 4 -m pipeline.cli train restorer --config restorer.yaml -o runs/restorer_ddp run.resume=true  # as many processes as before",
 ]
 
 

@@ -146,6 +146,7 @@ def two_sample_accuracy(real: Sequence[np.ndarray], synthetic: Sequence[np.ndarr
     n = len(real)
     if n < 4:
         raise D.UserError(f"the two-sample test needs at least 4 images, not {n}")
+    crop = min(crop, *(min(img.shape[:2]) for img in (*real, *synthetic)))
     order = np.random.default_rng(seed).permutation(n)
     train, test = order[: n // 2], order[n // 2 :]
     rng = np.random.default_rng(D.derive_seed(seed, "crops"))
