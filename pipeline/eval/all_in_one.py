@@ -94,9 +94,12 @@ def format_all_in_one(rows: Sequence[Mapping[str, float | int | str]]) -> str:
         lines.append(f"{m:<{width}}  " + "  ".join(f"{cell.get((m, t), '-'):>{w}}" for t, w in zip(tasks, cols)))
     protocol = rows[0]["protocol"] if rows else ""
     lines.append(f"(PSNR dB / SSIM, protocol {protocol!r})")
-    variants = dict.fromkeys(f"{r['task']}: {r['variant']}" for r in rows if r["method"] == CLASSICAL and r["variant"])
+    variants: dict[str, list[str]] = {}
+    for r in rows:
+        if r["method"] == CLASSICAL and r["variant"]:
+            variants.setdefault(str(r["variant"]), []).append(str(r["task"]))
     if variants:
-        lines.append("classical: " + "; ".join(variants))
+        lines.append("classical: " + "; ".join(f"{v} ({', '.join(tasks)})" for v, tasks in variants.items()))
     notes = dict.fromkeys(f"{r['task']}: {r['note']}" for r in rows if r["note"] and r["task"] != "average")
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
