@@ -286,3 +286,45 @@ def test_realism_cli_writes_the_report_and_the_picture(tmp_path, capsys):
     assert cv2.imread(str(tmp_path / "out/side_by_side.png")) is not None
     assert main(["realism", "--bench", f"sots={hazy}", "--type", "fog"]) == 2
     assert "fog" in capsys.readouterr().err
+
+
+def test_pairings_that_would_score_the_wrong_images_are_refused(tmp_path, photo_crops):
+    a, b, c = photo_crops
+    # Two prefixes share a number: the same relative path pairs them right, not their first number.
+    for name, img in (("beautiful_smile_00003", a), ("city_read_00003", b)):
+        write(tmp_path / f"snow/synthetic/{name}.jpg", img // 2)
+        write(tmp_path / f"snow/gt/{name}.jpg", img)
+    pairs = pair_spec(f"snow100k-s={tmp_path / 'snow'}").pairs["snow100k-s"]
+    assert [(d.stem, c_.stem) for d, c_ in pairs] == [("beautiful_smile_00003",) * 2, ("city_read_00003",) * 2]
+    # Names that differ and numbers that clash: refused, not paired by guess.
+    write(tmp_path / "g/input/shot_7.png", a // 2)
+    write(tmp_path / "g/target/a_7.png", a)
+    write(tmp_path / "g/target/b_7.png", b)
+    with pytest.raises(D.UserError, match="match several clean images"):
+        benchmark_tasks([f"mine={tmp_path / 'g'}"])
+    assert not check_benchmark(f"mine={tmp_path / 'g'}", progress=False).usable
+    # An empty degraded folder is an error, not an empty table.
+    (tmp_path / "e/low").mkdir(parents=True)
+    write(tmp_path / "e/high/1.png", a)
+    with pytest.raises(D.UserError, match="no image pairs"):
+        benchmark_tasks([f"lol={tmp_path / 'e'}"])
+    # A folder whose name holds ':' is one folder.
+    write(tmp_path / "set:2024/input/1.png", c // 2)
+    write(tmp_path / "set:2024/target/1.png", c)
+    assert len(benchmark_tasks([f"mine={tmp_path / 'set:2024'}"])[0]) == 1
+
+
+def test_images_smaller_than_the_ssim_window_are_a_clear_error():
+    small = np.zeros((9, 9, 3), np.uint8)
+    assert PROTOCOLS["rgb"].ssim(small, small) == pytest.approx(1.0)
+    with pytest.raises(D.UserError, match="smaller than the 11 px SSIM window"):
+        PROTOCOLS["y"].ssim(small, small)
+
+
+@needs_shared
+def test_bright_streak_clip_improves_real_rain():
+    """Rain's classical row is measured on real streaks: on textured synthetic crops it clips texture too."""
+    (task,) = benchmark_tasks([f"rain100l={SHARED / 'Rain100L'}"])
+    task.pairs = task.pairs[:20]
+    rows = {r["method"]: r for r in evaluate_methods([task], progress=False) if r["task"] == "rain100l"}
+    assert rows[CLASSICAL]["variant"] == "bright-streak clip" and rows[CLASSICAL]["psnr"] > rows[IDENTITY]["psnr"] + 0.2

@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.eval.tables import format_table, write_table
 
     if args.what == "reference":
-        if args.checkpoint or args.shards or not args.bench:
-            raise D.UserError("`eval reference` takes benchmarks only: --bench NAME=DIR (repeatable), no checkpoint, no --shards")
+        if args.checkpoint or args.shards or not args.bench or not args.reference:
+            raise D.UserError("`eval reference` takes benchmarks only: --bench NAME=DIR (repeatable), no checkpoint, "
+                              "no --shards, no --no-reference")
         tables = [(TABLE, evaluate_methods(benchmark_tasks(args.bench), reference=True, protocol=args.protocol))]
     else:
         from pipeline.train import evaluate_trained

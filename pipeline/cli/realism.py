@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.report.sheets import realism_sheet
     from shards import atomic_output, output_folder
 
+    out = output_folder(Path(args.out), "realism folder")  # before minutes of work, not after
     report, triplets = realism(args.bench, args.type, sigma=args.sigma, seed=args.seed, max_images=args.max_images)
-    out = output_folder(Path(args.out), "realism folder")
     with atomic_output(out / "realism.json") as tmp:
         tmp.write_text(json.dumps(report.to_record(), indent=1) + "\n")
     sheet = realism_sheet(triplets, report, out / "side_by_side.png")

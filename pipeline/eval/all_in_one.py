@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+import degradations as D
 from pipeline.eval.benchmarks import BenchTask
 from pipeline.eval.classical import classical_method
 from pipeline.eval.metrics import to_tensor, to_uint8
@@ -47,6 +48,9 @@ def evaluate_methods(
     then an "average" row for each method that ran on every task (the classical ones do where each
     task has one)."""
     proto = get_protocol(protocol)
+    clash = {IDENTITY, CLASSICAL} & set(methods or {})
+    if clash:
+        raise D.UserError(f"a method may not be called {sorted(clash)[0]!r}: that is a reference row's name")
     rows = []
     for task in tasks:
         run: dict[str, Method] = {IDENTITY: lambda image: image}

@@ -1,13 +1,15 @@
 """The standard restoration test sets: how their distributors lay them out, and how their pairs are made.
 
 Each `Benchmark` names its task, its known size, the folder layouts it ships in and how a
-degraded file finds its clean partner. `--bench rain100l=DIR` finds the layout by itself; any
-other name is read with the generic layout (a degraded and a clean subfolder by their usual
-names) and the generic pairing (same relative path, else the first number of the file name).
+degraded file finds its clean partner: by the same relative path first, then (for the files
+left over) by its rule, most often the first number of the file name. `--bench rain100l=DIR`
+finds the layout by itself; any other name is read with the generic layout (a degraded and a
+clean subfolder by their usual names). A pairing in which two clean files answer to one key is
+refused: it would score images against the wrong partner.
 
 Noise sets are clean images only: they are noised here with the papers' protocol (Gaussian
 noise added to the clean image, clipped to [0, 255] and truncated to uint8, at sigma 15 / 25 / 50),
-seeded by (file name, sigma) so the table is the same on every run and machine.
+seeded by (relative path, sigma) so the table is the same on every run and machine.
 """
 
 from __future__ import annotations
@@ -91,14 +93,14 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("lol", "LOL v1 eval15", "low_light", 15, (Layout("low", "high"), Layout("eval15/low", "eval15/high"), *_PAIRS)),
     Benchmark("cdd11", "CDD-11", "composite", 2200, (Layout("[!c]*", "clear"),),
               note="11 degradation folders of 200 images (low, haze, rain, snow and their mixtures), each paired with clear/"),
-    *(Benchmark(f"snow100k-{s.lower()}", f"Snow100K-{s}", "snow", n, (Layout("synthetic", "gt"), *_PAIRS))
+    *(Benchmark(f"snow100k-{s.lower()}", f"Snow100K-{s}", "snow", n, (Layout("synthetic", "gt"), *_PAIRS), key=same_stem)
       for s, n in (("S", 16611), ("M", 16588), ("L", 16801))),
 )}
-ALIASES = {"bsd68": "cbsd68", "sots": "sots-outdoor", "lol-v1": "lol", "lolv1": "lol", "rain100": "rain100l"}
+ALIASES = {"bsd68": "cbsd68", "sots": "sots-outdoor", "lol-v1": "lol", "lolv1": "lol"}
 
 
 def find_benchmark(name: str) -> Benchmark | None:
-    """The registered set called `name` (any case, an alias, or a `NAME/anything` variant); None if unknown."""
+    """The registered set called `name` (any case, `_` for `-`, or an alias); None if unknown."""
     key = name.lower().replace("_", "-")
     return BENCHMARKS.get(ALIASES.get(key, key))
 
@@ -106,7 +108,7 @@ def find_benchmark(name: str) -> Benchmark | None:
 def generic(name: str) -> Benchmark:
     """An unregistered set: no known size or task, the usual subfolder names."""
     layouts = tuple(Layout(d, c) for d in _DEGRADED_NAMES for c in _CLEAN_NAMES)
-    return Benchmark(name, name, "unknown", None, layouts)
+    return Benchmark(name, name, "unknown", None, layouts, note="")
 
 
 @dataclass
@@ -154,54 +156,69 @@ def pair_benchmark(bench: Benchmark, root: str | Path) -> Pairing:
     if not root.is_dir():
         raise D.InputNotFound(f"{bench.title} folder {root} does not exist")
     if bench.clean_only:
-        files = image_files(root)
+        # The top level only: distributions of noise sets often carry noisy copies in subfolders.
+        files = sorted(p for p in image_files(root) if p.parent == root)
         if not files:
-            raise D.UserError(f"{root} holds no images; {bench.title} is a folder of clean images")
+            raise D.UserError(f"{root} holds no images at its top level; {bench.title} is a folder of clean images")
         return Pairing(bench, root, None, {bench.name: [(p, p) for p in files]}, [], [], [])
     for layout in (_case_insensitive(root, lay) for lay in bench.layouts):
         degraded_dirs, clean_dirs = _folders(root, layout.degraded), _folders(root, layout.clean)
         clean_dirs = [c for c in clean_dirs if c not in degraded_dirs]
         if degraded_dirs and clean_dirs:
             return _pair(bench, root, layout, degraded_dirs, clean_dirs)
-    tried = ", ".join(f"{lay.degraded}/ + {lay.clean}/" for lay in bench.layouts[:6])
-    raise D.UserError(
-        f"{root} does not look like {bench.title}: none of its layouts ({tried}{', ...' if len(bench.layouts) > 6 else ''}) "
-        "is there; give NAME=DEGRADED_DIR:CLEAN_DIR to name the two folders"
-    )
+    if bench.size is None:  # generic: the two name lists, not their 99 combinations
+        tried = f"a degraded subfolder ({'/'.join(_DEGRADED_NAMES)}) and a clean one ({'/'.join(_CLEAN_NAMES)})"
+    else:
+        tried = "one of its layouts (" + ", ".join(f"{lay.degraded}/ + {lay.clean}/" for lay in bench.layouts) + ")"
+    raise D.UserError(f"{root} does not look like {bench.title}: expected {tried}; give NAME=DEGRADED_DIR:CLEAN_DIR "
+                      "to name the two folders")
 
 
-def _keyed(bench: Benchmark, folders: Sequence[Path], root: Path, pattern: str) -> dict[str, list[Path]]:
+def _keyed(key: Callable[[str], str], folders: Sequence[Path], root: Path, pattern: str) -> dict[str, list[Path]]:
     """Files by pairing key; a `*` folder part (GoPro's sequence) is kept in the key."""
     by_key: dict[str, list[Path]] = {}
-    wild = any(ch in pattern for ch in "*?[") and "/" in pattern
     for folder in folders:
-        prefix = folder.relative_to(root).parts[0] + "/" if wild else ""
         for f in image_files(folder):
-            by_key.setdefault(prefix + bench.key(f.relative_to(folder).as_posix()), []).append(f)
+            by_key.setdefault(_key_of(key, f, folder, root, pattern), []).append(f)
     return by_key
 
 
-def _pair(bench: Benchmark, root: Path, layout: Layout, degraded_dirs: list[Path], clean_dirs: list[Path]) -> Pairing:
-    clean = _keyed(bench, clean_dirs, root, layout.clean)
-    used: set[str] = set()
+def _pair(bench: Benchmark, root: Path, layout: Layout, degraded_dirs: list[Path], clean_dirs: list[Path],
+          split_tasks: bool | None = None) -> Pairing:
+    # One task per degraded folder when the pattern names several (CDD-11); GoPro's sequences are one task.
+    if split_tasks is None:
+        split_tasks = "/" not in layout.degraded and any(ch in layout.degraded for ch in "*?[")
     pairs: dict[str, list[tuple[Path, Path]]] = {}
     unpaired: list[Path] = []
-    # One task per degraded folder when the pattern names several (CDD-11); GoPro's sequences are one task.
-    split_tasks = "/" not in layout.degraded and any(ch in layout.degraded for ch in "*?[")
+    used: set[Path] = set()
+    ambiguous: dict[str, list[Path]] = {}
+    # By the same relative path first; the benchmark's rule pairs what is left.
+    rules = [same_stem] + ([bench.key] if bench.key is not same_stem else [])
+    clean_by_rule = [_keyed(rule, clean_dirs, root, layout.clean) for rule in rules]
     for folder in degraded_dirs:
         task = f"{bench.name}_{folder.name.lower()}" if split_tasks else bench.name
-        for key, files in _keyed(bench, [folder], root, layout.degraded).items():
-            partner = clean.get(key)
-            for f in files:
-                if partner is None:
-                    unpaired.append(f)
-                else:
-                    pairs.setdefault(task, []).append((f, partner[0]))
-                    used.add(key)
-    ambiguous = [(k, v) for k, v in clean.items() if len(v) > 1]
-    unpaired_clean = [f for k, v in clean.items() if k not in used for f in v]
+        for f in image_files(folder):
+            for rule, clean in zip(rules, clean_by_rule):
+                key = _key_of(rule, f, folder, root, layout.degraded)
+                partners = clean.get(key)
+                if partners:
+                    if len(partners) > 1:
+                        ambiguous[key] = partners
+                    pairs.setdefault(task, []).append((f, partners[0]))
+                    used.add(partners[0])
+                    break
+            else:
+                unpaired.append(f)
+    clean_files = sorted({f for files in clean_by_rule[0].values() for f in files})
     return Pairing(bench, root, layout, {t: sorted(p) for t, p in sorted(pairs.items())}, sorted(unpaired),
-                   sorted(unpaired_clean), ambiguous)
+                   [f for f in clean_files if f not in used], sorted(ambiguous.items()))
+
+
+def _key_of(rule: Callable[[str], str], path: Path, folder: Path, root: Path, pattern: str) -> str:
+    """`path`'s key under `rule`; a `*` folder part of `pattern` (GoPro's sequence) is kept in it."""
+    wild = any(ch in pattern for ch in "*?[") and "/" in pattern
+    prefix = folder.relative_to(root).parts[0] + "/" if wild else ""
+    return prefix + rule(path.relative_to(folder).as_posix())
 
 
 def benchmark_noise(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
@@ -223,6 +240,7 @@ class BenchTask:
     pairs: list[tuple[Path, Path]]
     sigma: float | None = None
     note: str = ""
+    root: Path | None = None  # noise sets: seeds follow the path relative to it
 
     @property
     def degradation(self) -> str:
@@ -236,7 +254,8 @@ class BenchTask:
         for degraded_path, clean_path in self.pairs:
             clean = load_image(clean_path)
             if self.sigma is not None:
-                yield clean_path.name, benchmark_noise(clean, self.sigma, noise_seed(clean_path.name, self.sigma)), clean
+                name = clean_path.relative_to(self.root).as_posix() if self.root else clean_path.name
+                yield name, benchmark_noise(clean, self.sigma, noise_seed(name, self.sigma)), clean
                 continue
             degraded = load_image(degraded_path)
             if degraded.shape != clean.shape:
@@ -254,7 +273,7 @@ def parse_bench(spec: str) -> tuple[Benchmark, Path | tuple[Path, Path]]:
                           f"{', '.join(BENCHMARKS)})")
     name, where = spec.split("=", 1)
     bench = find_benchmark(name) or generic(name)
-    if ":" in where and not bench.clean_only:
+    if ":" in where and not bench.clean_only and not Path(where).is_dir():  # a folder may have ':' in its name
         degraded, clean = (Path(p) for p in where.split(":", 1))
         for p in (degraded, clean):
             if not p.is_dir():
@@ -268,7 +287,7 @@ def pair_spec(spec: str) -> Pairing:
     bench, where = parse_bench(spec)
     if isinstance(where, tuple):
         degraded, clean = where
-        return _pair(bench, degraded.parent, Layout(degraded.name, clean.name), [degraded], [clean])
+        return _pair(bench, degraded.parent, Layout(degraded.name, clean.name), [degraded], [clean], split_tasks=False)
     return pair_benchmark(bench, where)
 
 
@@ -281,6 +300,14 @@ def benchmark_tasks(specs: Sequence[str]) -> list[BenchTask]:
     for spec in specs:
         pairing = pair_spec(spec)
         bench = pairing.benchmark
+        if not pairing.count:
+            raise D.UserError(f"{pairing.root}: no image pairs found (layout {pairing.layout.degraded}/ + {pairing.layout.clean}/)"
+                              if pairing.layout else f"{pairing.root}: no images found")
+        if pairing.ambiguous:
+            key, files = pairing.ambiguous[0]
+            raise D.UserError(f"{pairing.root}: {len(pairing.ambiguous)} pairing keys match several clean images, e.g. "
+                              f"{', '.join(f.name for f in files[:3])} (key {key!r}): pairs would be wrong; "
+                              f"`perceive-ir benchmarks check` lists them; give NAME=DEGRADED_DIR:CLEAN_DIR with one name per image")
         if pairing.unpaired_degraded:
             names = [p.name for p in pairing.unpaired_degraded[:3]]
             raise D.UserError(f"{pairing.root}: no clean image for {len(pairing.unpaired_degraded)} degraded images, e.g. {names}; "
@@ -288,7 +315,7 @@ def benchmark_tasks(specs: Sequence[str]) -> list[BenchTask]:
         note = size_note(bench, pairing.count)
         if bench.clean_only:
             pairs = pairing.pairs[bench.name]
-            tasks += [BenchTask(f"{bench.name}_sigma{s}", bench, pairs, sigma=s, note=note) for s in NOISE_SIGMAS]
+            tasks += [BenchTask(f"{bench.name}_sigma{s}", bench, pairs, sigma=s, note=note, root=pairing.root) for s in NOISE_SIGMAS]
         else:
             tasks += [BenchTask(task, bench, pairs, note=note) for task, pairs in pairing.pairs.items()]
     names = [t.name for t in tasks]

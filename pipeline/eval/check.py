@@ -51,7 +51,8 @@ class BenchmarkCheck:
     @property
     def usable(self) -> bool:
         """Whether `perceive-ir eval` can score this folder as it is."""
-        return not (self.pairing.unpaired_degraded or self.size_mismatches or self.unreadable or not self.pairing.count)
+        p = self.pairing
+        return not (p.unpaired_degraded or p.ambiguous or self.size_mismatches or self.unreadable or not p.count)
 
     def format(self, limit: int = 5) -> str:
         p, bench = self.pairing, self.pairing.benchmark
@@ -77,7 +78,7 @@ class BenchmarkCheck:
 
         listed("degraded images without a clean partner (eval refuses these)", p.unpaired_degraded, str)
         listed("clean images no degraded image uses", p.unpaired_clean, str)
-        listed("clean names several clean files answer to (the first is used)", p.ambiguous,
+        listed("pairing keys several clean files answer to (eval refuses these)", p.ambiguous,
                lambda kv: f"{kv[0]}: {', '.join(str(f.name) for f in kv[1])}")
         mismatches = self.size_mismatches
         listed("pairs whose sizes differ (eval refuses these)", mismatches,

@@ -1,8 +1,8 @@
 """Image-quality and perceiver metrics used by validation and `perceive-ir eval`.
 
-PSNR and SSIM are the engine's (`degradations.psnr` / `degradations.ssim`):
-the test suite checks they equal scikit-image's, and they run on 8-bit RGB
-exactly as the all-in-one restoration papers report them.
+Validation on shards scores with the engine's PSNR and Gaussian-window SSIM
+(`degradations.ssim`, the tiers' own score). Benchmark tables use the papers'
+protocols instead (`pipeline.eval.protocols`: scikit-image's default SSIM).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import degradations as D
+from pipeline.eval.protocols import rgb_psnr
 
 
 def to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -34,7 +35,7 @@ class RestorationScores:
 
     def add(self, restored: torch.Tensor, degraded: torch.Tensor, clean: torch.Tensor, types: Iterable[str], tier: str) -> None:
         for r, d, c, t in zip(to_uint8(restored), to_uint8(degraded), to_uint8(clean), types):
-            self._sums[(t, tier)] += (_psnr(c, r), D.ssim(c, r), _psnr(c, d), D.ssim(c, d), 1)
+            self._sums[(t, tier)] += (rgb_psnr(c, r), D.ssim(c, r), rgb_psnr(c, d), D.ssim(c, d), 1)
 
     def table(self) -> list[dict[str, float | str]]:
         """One row per (type, tier), then per type over tiers, then the average over types."""
@@ -51,8 +52,6 @@ class RestorationScores:
         return rows
 
 
-def _psnr(clean: np.ndarray, other: np.ndarray) -> float:
-    return min(D.psnr(clean, other), 100.0)  # identical images: +inf, capped so means stay finite
 
 
 def _row(t: str, tier: str, s: np.ndarray) -> dict[str, float | str]:

@@ -2,7 +2,9 @@
 
 Published all-in-one tables differ at the third decimal, so a table is only comparable with a
 paper's when it is computed the paper's way. Both protocols score uint8 images, full size, no
-border crop, and call scikit-image's metrics (the implementation the papers' scripts call):
+border crop, and call scikit-image's metrics (the implementation the papers' scripts call). Restored
+outputs are rounded to uint8 first, as saved images are (PromptIR's script scores the unrounded
+float output: the two differ by about 0.01 dB):
 
 * `rgb` (the default): PSNR on RGB, data range 255, and scikit-image's `structural_similarity`
   with its defaults (7 x 7 uniform window, sample covariance) over the colour channels, as
@@ -44,12 +46,15 @@ def _psnr(clean: np.ndarray, other: np.ndarray) -> float:
     return PSNR_CAP if mse == 0 else min(10.0 * math.log10(255.0**2 / mse), PSNR_CAP)
 
 
-def _checked(clean: np.ndarray, other: np.ndarray) -> None:
+def _checked(clean: np.ndarray, other: np.ndarray, window: int = 1) -> None:
     if clean.shape != other.shape:
         raise D.UserError(f"cannot score a {other.shape} image against a {clean.shape} clean image")
+    if min(clean.shape[:2]) < window:
+        raise D.UserError(f"a {clean.shape[1]}x{clean.shape[0]} image is smaller than the {window} px SSIM window")
 
 
 def rgb_psnr(clean: np.ndarray, other: np.ndarray) -> float:
+    """PSNR on RGB, data range 255, capped at PSNR_CAP."""
     _checked(clean, other)
     return _psnr(clean, other)
 
@@ -57,7 +62,7 @@ def rgb_psnr(clean: np.ndarray, other: np.ndarray) -> float:
 def rgb_ssim(clean: np.ndarray, other: np.ndarray) -> float:
     from skimage.metrics import structural_similarity  # here: `perceive-ir --help` lists the protocols without it
 
-    _checked(clean, other)
+    _checked(clean, other, 7)
     return float(structural_similarity(clean, other, channel_axis=-1, data_range=255))
 
 
@@ -75,7 +80,7 @@ def y_psnr(clean: np.ndarray, other: np.ndarray) -> float:
 def y_ssim(clean: np.ndarray, other: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
-    _checked(clean, other)
+    _checked(clean, other, 11)
     return float(structural_similarity(
         bt601_luma(clean), bt601_luma(other), data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
     ))

@@ -12,6 +12,7 @@ compared three ways:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ from torch import nn
 
 import degradations as D
 from pipeline.eval.benchmarks import BenchTask, benchmark_tasks
-from pipeline.eval.classical import noise_level
+from pipeline.eval.classical import dark_channel_estimate
 from pipeline.eval.protocols import PROTOCOLS
 
 STAT_DOC = {
@@ -38,7 +39,7 @@ STAT_DOC = {
     "airlight_blue_excess": "airlight blue minus red, in [0, 1]",
     "transmission": "mean dark-channel transmission of the degraded image",
     "luma_p95": "95th percentile of the degraded luma, 8-bit levels",
-    "dark_noise": "noise level (Immerkaer) in the darkest half of the degraded image, 8-bit levels",
+    "dark_noise": "noise level (Immerkaer, luma) in the darker half of the degraded image, 8-bit levels",
 }
 _TYPE_STATS = {
     "rain": ("streak_coverage", "streak_width_px", "streak_length_px", "streak_angle_deg"),
@@ -82,27 +83,34 @@ def degradation_stats(task: str, degraded: np.ndarray, clean: np.ndarray) -> dic
         stats |= {"streak_coverage": float((residual > 8).mean()), "streak_width_px": _half_width(positive, 1),
                   "streak_length_px": _half_width(positive, 0), "streak_angle_deg": float(-angle)}
     elif task == "haze":
-        x = degraded.astype(np.float64) / 255
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (15, 15))
-        dark = cv2.erode(x.min(axis=2), kernel)
-        n = max(1, dark.size // 1000)
-        airlight = x.reshape(-1, 3)[np.argpartition(dark.ravel(), -n)[-n:]].mean(axis=0)
-        t = 1 - 0.95 * cv2.erode((x / np.maximum(airlight, 1e-3)).min(axis=2), kernel)
+        airlight, t = dark_channel_estimate(degraded.astype(np.float64) / 255)
         stats |= {"airlight_luma": float(airlight @ [0.299, 0.587, 0.114]), "airlight_blue_excess": float(airlight[2] - airlight[0]),
                   "transmission": float(t.mean())}
     elif task == "low_light":
-        dark = yd <= np.median(yd)
-        masked = np.where(dark[..., None], degraded, 0).astype(np.uint8)
-        stats |= {"luma_p95": float(np.percentile(yd, 95)), "dark_noise": noise_level(masked) / max(float(dark.mean()), 1e-6)}
+        # Immerkaer's estimate, its Laplacian response averaged only where the whole 3x3 neighbourhood is
+        # in the darker half (zeroing the bright half instead would count the mask's edges as noise).
+        mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+        response = np.abs(cv2.filter2D(yd, -1, mask))
+        dark = cv2.erode((yd <= np.median(yd)).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        noise = float(np.sqrt(np.pi / 2) * response[dark].mean() / 6) if dark.any() else float("nan")
+        stats |= {"luma_p95": float(np.percentile(yd, 95)), "dark_noise": noise}
     return stats
 
 
-def match_severity(cleans: Sequence[np.ndarray], target_psnr: float, type_name: str, seed: int = 0, steps: int = 12) -> float:
-    """The severity whose synthetic inputs' mean PSNR is closest to `target_psnr` (bisection: PSNR falls with severity)."""
+def synthesise(clean: np.ndarray, type_name: str, severity: float, seed: int, index: int) -> np.ndarray:
+    """Image `index` of the synthetic set: the same draw in the severity search and in the final set."""
+    return D.degrade(clean, type_name, severity, seed=D.derive_seed(seed, "synthetic", index))[0]
+
+
+def match_severity(cleans: Sequence[np.ndarray], target_psnr: float, type_name: str, seed: int = 0, steps: int = 12,
+                   indices: Sequence[int] | None = None) -> float:
+    """The severity whose synthetic inputs' mean PSNR is closest to `target_psnr` (bisection: PSNR falls
+    with severity); `indices` are the images' places in the whole set (their seeds)."""
     psnr = PROTOCOLS["rgb"].psnr
+    indices = list(indices if indices is not None else range(len(cleans)))
 
     def mean_psnr(severity: float) -> float:
-        return float(np.mean([psnr(c, D.degrade(c, type_name, severity, seed=D.derive_seed(seed, i))[0]) for i, c in enumerate(cleans)]))
+        return float(np.mean([psnr(c, synthesise(c, type_name, severity, seed, i)) for i, c in zip(indices, cleans)]))
 
     lo, hi = 0.0, 1.0
     if mean_psnr(hi) > target_psnr:
@@ -211,19 +219,24 @@ def measure_realism(task: BenchTask, type_name: str, *, seed: int = 0, max_image
     from scipy.stats import ks_2samp
 
     D.get(type_name)  # an unknown type fails here, before any work
-    pairs = [(clean, degraded) for _, degraded, clean in task.images()][:max_images]
+    if max_images is not None and max_images < 4:
+        raise D.UserError(f"--max-images {max_images}: the two-sample test needs at least 4 images")
+    pairs = [(clean, degraded) for _, degraded, clean in itertools.islice(task.images(), max_images)]
     cleans, reals = [c for c, _ in pairs], [d for _, d in pairs]
     rgb = PROTOCOLS["rgb"]
     real_psnr = [rgb.psnr(c, d) for c, d in pairs]
     step = max(1, len(cleans) // search_images)  # the search on an even subset, against that subset's own mean
-    severity = match_severity(cleans[::step], float(np.mean(real_psnr[::step])), type_name, seed)
-    synthetic = [D.degrade(c, type_name, severity, seed=D.derive_seed(seed, "synthetic", i))[0] for i, c in enumerate(cleans)]
+    picked = range(0, len(cleans), step)
+    severity = match_severity([cleans[i] for i in picked], float(np.mean(real_psnr[::step])), type_name, seed, indices=picked)
+    synthetic = [synthesise(c, type_name, severity, seed, i) for i, c in enumerate(cleans)]
     syn_psnr = [rgb.psnr(c, s) for c, s in zip(cleans, synthetic)]
     real_ssim = [rgb.ssim(c, d) for c, d in pairs]
     syn_ssim = [rgb.ssim(c, s) for c, s in zip(cleans, synthetic)]
-    real_stats = [degradation_stats(task.degradation, d, c) for c, d in pairs]
-    syn_stats = [degradation_stats(task.degradation, s, c) for c, s in zip(cleans, synthetic)]
-    names = _COMMON + _TYPE_STATS.get(task.degradation, ())
+    # The benchmark's task names the statistics; an unregistered set is measured as the type it is compared with.
+    kind = task.degradation if task.degradation in _TYPE_STATS or task.benchmark.size is not None else type_name
+    real_stats = [degradation_stats(kind, d, c) for c, d in pairs]
+    syn_stats = [degradation_stats(kind, s, c) for c, s in zip(cleans, synthetic)]
+    names = _COMMON + _TYPE_STATS.get(kind, ())
     report = RealismReport(
         benchmark=task.benchmark.title, task=task.name, type=type_name, severity=severity, n=len(pairs),
         psnr={"real": _summary(real_psnr), "synthetic": _summary(syn_psnr)},
