@@ -148,7 +148,14 @@ def _record(config: BuildConfig, calibration: D.Calibration, sources: list[Sourc
     )
 
 
+# Mappings whose order is part of their meaning: photos are assigned to splits by cumulative
+# fractions in the given order, so `val=0.1,train=0.9` is another build than `train=0.9,val=0.1`.
+_ORDERED = {"config.splits"}
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if prefix.rstrip(".") in _ORDERED and isinstance(old, dict) and isinstance(new, dict) and list(old.items()) != list(new.items()):
+        return [f"{prefix.rstrip('.')} (in order): {json.dumps(old)} -> {json.dumps(new)}"]
     if isinstance(old, dict) and isinstance(new, dict):
         found = []
         for k in sorted(set(old) | set(new), key=str):

@@ -240,6 +240,12 @@ def test_rerun_of_a_finished_build_does_nothing_and_other_config_is_refused(refe
     err = capsys.readouterr().err
     assert code == 2 and "different config" in err and "config.seed: 5 -> 6" in err and "--overwrite" in err
     assert_same_tree(reference, out)  # refused before touching anything
+    # The same fractions in another order assign photos differently: another build, not a resume.
+    reordered = [*CLI_ARGS[:-1], "--splits", "val=0.1,train=0.9", "--quiet"]
+    code = main(["build", "--source", "builtin", "--out", str(out), *reordered])
+    err = capsys.readouterr().err
+    assert code == 2 and "config.splits (in order)" in err
+    assert_same_tree(reference, out)
 
     (out / "mine.txt").write_text("kept")
     assert main(["build", "--source", "builtin", "--out", str(out), *other, "--overwrite", "--workers", "2"]) == 0
