@@ -74,6 +74,9 @@ def lerp(lo: float, hi: float, t: float) -> float:
 
 
 def require_range(name: str, key: str, value: float, lo: float, hi: float) -> None:
+    # A number, not a string that float() would take ("0.5") nor None: recipes are data, checked as such.
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UserError(f"{name} param {key}={value!r} must be a number in [{lo}, {hi}], not {type(value).__name__}")
     if not (lo <= float(value) <= hi):
         raise UserError(f"{name} param {key}={value} is outside [{lo}, {hi}]")
 

@@ -216,3 +216,11 @@ def test_fft_correlation_matches_cv2_filter2d():
         photo = D.builtin_photo("astronaut")[:64, :64]
         want = cv2.filter2D(photo, -1, kernel, borderType=cv2.BORDER_REFLECT_101).astype(int)
         assert np.abs(convolve(photo, kernel).astype(int) - want).max() <= 1  # at most a rounding step
+
+
+def test_params_of_the_wrong_type_are_a_clear_user_error(photo):
+    for params in ({"sigma": "25"}, {"sigma": None}, {"sigma": [1, 2]}, {"sigma": True}):
+        with pytest.raises(D.UserError, match="must be a number"):
+            D.degrade(photo, "noise", params=params)
+    out, _ = D.degrade(photo, "noise", params={"sigma": np.float32(5)}, seed=0)
+    assert out.shape == photo.shape
