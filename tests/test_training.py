@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import degradations as D
 from helpers import stage_config
 from pipeline.train import get_stage
 from pipeline.train.config import parse_override, resolve
@@ -142,6 +143,11 @@ def test_resume_after_a_crash_gives_the_same_parameters(tmp_path):
     resumed = run_fit("restorer", config("restorer", tmp_path / "cut", steps=8, resume=True), ListLoader(batches))
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+    # A new learning rate would be overridden by the restored optimiser: refused, not ignored.
+    changed = config("restorer", tmp_path / "cut", steps=8, resume=True)
+    changed["optim"]["lr"] = changed["optim"]["lr"] / 2
+    with pytest.raises(D.UserError, match="optim.lr: .* would be ignored"):
+        run_fit("restorer", changed, ListLoader(batches))
 
 
 def _free_port() -> int:

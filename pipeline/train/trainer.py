@@ -204,6 +204,7 @@ class _Run:
         """Restore everything from OUT/last.pt when run.resume asks for it; (restored, epoch)."""
         if not (self.run_cfg.get("resume") and (self.out / LAST).is_file()):
             return False, 0
+        _check_kept_settings(self.out / "config.yaml", self.config)
         state = checkpoint.load(self.out / LAST, self.env.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -285,6 +286,26 @@ class _Run:
             checkpoint.save(self.out / LAST, state)
             dump(self.config, self.out / "config.yaml")
         barrier()
+
+
+# Settings a resume takes from the checkpoint (the optimiser's param groups), not from the config.
+KEPT_ON_RESUME = ("lr", "weight_decay")
+
+
+def _check_kept_settings(saved_config: Path, config: Mapping[str, Any]) -> None:
+    """Refuse a resume whose config changes what the restored optimiser state would silently override."""
+    import yaml
+
+    from degradations import UserError
+
+    if not saved_config.is_file():
+        return
+    saved = (yaml.safe_load(saved_config.read_text()) or {}).get("optim", {})
+    changed = [f"optim.{k}: {saved[k]} -> {config['optim'][k]}" for k in KEPT_ON_RESUME
+               if k in saved and k in config["optim"] and float(saved[k]) != float(config["optim"][k])]
+    if changed:
+        raise UserError(f"run.resume=true restores the optimiser as it was saved, so {'; '.join(changed)} would be ignored; "
+                        f"set {'it' if len(changed) == 1 else 'them'} back, or train into another run.out")
 
 
 def _all_finite(logged: Mapping[str, float], device: torch.device) -> bool:
