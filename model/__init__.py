@@ -6,6 +6,7 @@ from . import backbones, losses
 from .cfe import CompactFeatureExtractor
 from .perceiver import TIERS, QualityPerceiver
 from .restorer import Restorer
+from .seeding import seeded_torch
 from .weights import RandomWeightsWarning
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "Restorer",
     "backbones",
     "losses",
+    "seeded_torch",
 ]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import degradations as D
+from model import seeded_torch
 from pipeline.eval.benchmarks import BenchTask, benchmark_tasks
 from pipeline.eval.classical import dark_channel_estimate
 from pipeline.eval.protocols import PROTOCOLS
@@ -159,14 +160,13 @@ def two_sample_accuracy(real: Sequence[np.ndarray], synthetic: Sequence[np.ndarr
     train, test = order[: n // 2], order[n // 2 :]
     rng = np.random.default_rng(D.derive_seed(seed, "crops"))
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_torch(seed):
         critic = _Critic()
     opt = torch.optim.Adam(critic.parameters(), 1e-3)
     loss_fn = nn.BCEWithLogitsLoss()
-    pick = lambda idx, images: [images[i] for i in idx]
+    train_real, train_syn = [real[i] for i in train], [synthetic[i] for i in train]
     for _ in range(steps):
-        x = torch.cat([_crops(pick(train, real), batch // 2, crop, rng), _crops(pick(train, synthetic), batch // 2, crop, rng)])
+        x = torch.cat([_crops(train_real, batch // 2, crop, rng), _crops(train_syn, batch // 2, crop, rng)])
         y = torch.cat([torch.ones(batch // 2), torch.zeros(batch // 2)])
         perm = torch.randperm(batch, generator=generator)
         loss = loss_fn(critic(x[perm]), y[perm])
@@ -175,7 +175,7 @@ def two_sample_accuracy(real: Sequence[np.ndarray], synthetic: Sequence[np.ndarr
         opt.step()
     critic.eval()
     with torch.no_grad():
-        x_real, x_syn = _crops(pick(test, real), 200, crop, rng), _crops(pick(test, synthetic), 200, crop, rng)
+        x_real, x_syn = _crops([real[i] for i in test], 200, crop, rng), _crops([synthetic[i] for i in test], 200, crop, rng)
         right = (critic(x_real) > 0).sum() + (critic(x_syn) <= 0).sum()
     return float(right) / 400
 

@@ -9,9 +9,8 @@ with a `@register_stage` class and its YAML file.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +21,7 @@ from torch import nn
 
 import degradations as D
 from model import RandomWeightsWarning
+from model.seeding import seeded_torch  # noqa: F401 (callers of the stages use it from here too)
 from pipeline.train.config import merge
 from pipeline.train.trainer import Task
 
@@ -67,21 +67,6 @@ def get_stage(name: str) -> Stage:
 
 def _yaml(name: str) -> dict[str, Any]:
     return yaml.safe_load(resources.files(__name__).joinpath(name).read_text())
-
-
-@contextlib.contextmanager
-def seeded_torch(seed: int) -> Iterator[None]:
-    """Seed torch's generator inside the block only: the caller's random state is restored after.
-
-    Module initialisation draws from torch's global generator and takes no
-    Generator argument; scoping the seed makes models reproducible from the
-    config without leaving global state behind. (Training draws come from
-    per-step generators; see `Task.loss`.)
-    """
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.random.manual_seed(seed)
-        yield
 
 
 def build_model(factory: Callable[..., nn.Module], config: Mapping[str, Any], section: str = "model", *, weights_follow: bool = False) -> nn.Module:
