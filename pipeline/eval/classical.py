@@ -30,13 +30,20 @@ import numpy as np
 Method = Callable[[np.ndarray], np.ndarray]
 
 
+_IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+IMMERKAER_SCALE = float(np.sqrt(np.pi / 2) / 6)  # mean |response| x this = the Gaussian noise sigma
+
+
+def immerkaer_response(channel: np.ndarray) -> np.ndarray:
+    """|response| of one float channel to Immerkaer's Laplacian difference mask, which cancels smooth
+    image structure; its mean over a region times IMMERKAER_SCALE estimates the noise sigma there."""
+    return np.abs(cv2.filter2D(channel, -1, _IMMERKAER_MASK))
+
+
 def noise_level(image: np.ndarray) -> float:
-    """Immerkaer's estimate of the Gaussian noise sigma: the mean absolute response to a Laplacian
-    difference mask that cancels smooth image structure, averaged over the colour channels."""
-    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+    """Immerkaer's estimate of the Gaussian noise sigma, averaged over the colour channels (borders left out)."""
     x = image.astype(np.float64)
-    response = np.stack([cv2.filter2D(x[..., c], -1, mask)[1:-1, 1:-1] for c in range(x.shape[2])])
-    return float(np.sqrt(np.pi / 2) * np.abs(response).mean() / 6)
+    return IMMERKAER_SCALE * float(np.mean([immerkaer_response(x[..., c])[1:-1, 1:-1].mean() for c in range(x.shape[2])]))
 
 
 def non_local_means(image: np.ndarray, strength: float = 0.6) -> np.ndarray:

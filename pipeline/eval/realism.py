@@ -25,7 +25,7 @@ from torch import nn
 import degradations as D
 from model import seeded_torch
 from pipeline.eval.benchmarks import BenchTask, benchmark_tasks
-from pipeline.eval.classical import dark_channel_estimate
+from pipeline.eval.classical import IMMERKAER_SCALE, dark_channel_estimate, immerkaer_response
 from pipeline.eval.protocols import PROTOCOLS
 
 STAT_DOC = {
@@ -90,10 +90,8 @@ def degradation_stats(task: str, degraded: np.ndarray, clean: np.ndarray) -> dic
     elif task == "low_light":
         # Immerkaer's estimate, its Laplacian response averaged only where the whole 3x3 neighbourhood is
         # in the darker half (zeroing the bright half instead would count the mask's edges as noise).
-        mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
-        response = np.abs(cv2.filter2D(yd, -1, mask))
         dark = cv2.erode((yd <= np.median(yd)).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        noise = float(np.sqrt(np.pi / 2) * response[dark].mean() / 6) if dark.any() else float("nan")
+        noise = IMMERKAER_SCALE * float(immerkaer_response(yd)[dark].mean()) if dark.any() else float("nan")
         stats |= {"luma_p95": float(np.percentile(yd, 95)), "dark_noise": noise}
     return stats
 
