@@ -174,15 +174,6 @@ def pair_benchmark(bench: Benchmark, root: str | Path) -> Pairing:
                       "to name the two folders")
 
 
-def _keyed(key: Callable[[str], str], folders: Sequence[Path], root: Path, pattern: str) -> dict[str, list[Path]]:
-    """Files by pairing key; a `*` folder part (GoPro's sequence) is kept in the key."""
-    by_key: dict[str, list[Path]] = {}
-    for folder in folders:
-        for f in image_files(folder):
-            by_key.setdefault(_key_of(key, f, folder, root, pattern), []).append(f)
-    return by_key
-
-
 def _pair(bench: Benchmark, root: Path, layout: Layout, degraded_dirs: list[Path], clean_dirs: list[Path],
           split_tasks: bool | None = None) -> Pairing:
     # One task per degraded folder when the pattern names several (CDD-11); GoPro's sequences are one task.
@@ -194,7 +185,13 @@ def _pair(bench: Benchmark, root: Path, layout: Layout, degraded_dirs: list[Path
     ambiguous: dict[str, list[Path]] = {}
     # By the same relative path first; the benchmark's rule pairs what is left.
     rules = [same_stem] + ([bench.key] if bench.key is not same_stem else [])
-    clean_by_rule = [_keyed(rule, clean_dirs, root, layout.clean) for rule in rules]
+    clean_files = [(folder, f) for folder in clean_dirs for f in image_files(folder)]  # listed once, keyed per rule
+    clean_by_rule: list[dict[str, list[Path]]] = []
+    for rule in rules:
+        by_key: dict[str, list[Path]] = {}
+        for folder, f in clean_files:
+            by_key.setdefault(_key_of(rule, f, folder, root, layout.clean), []).append(f)
+        clean_by_rule.append(by_key)
     for folder in degraded_dirs:
         task = f"{bench.name}_{folder.name.lower()}" if split_tasks else bench.name
         for f in image_files(folder):
@@ -209,9 +206,8 @@ def _pair(bench: Benchmark, root: Path, layout: Layout, degraded_dirs: list[Path
                     break
             else:
                 unpaired.append(f)
-    clean_files = sorted({f for files in clean_by_rule[0].values() for f in files})
     return Pairing(bench, root, layout, {t: sorted(p) for t, p in sorted(pairs.items())}, sorted(unpaired),
-                   [f for f in clean_files if f not in used], sorted(ambiguous.items()))
+                   sorted(f for _, f in clean_files if f not in used), sorted(ambiguous.items()))
 
 
 def _key_of(rule: Callable[[str], str], path: Path, folder: Path, root: Path, pattern: str) -> str:
