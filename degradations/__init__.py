@@ -7,7 +7,7 @@
 
 from degradations import types as _types  # noqa: F401  (registers the built-in types)
 from degradations.base import Degradation, lerp, require_choice, require_range
-from degradations.calibration import DEFAULT_SEVERITIES, calibrate
+from degradations.calibration import DEFAULT_SEVERITIES, calibrate, severity_at
 from degradations.errors import InputNotFound, NotWritable, OutputExists, UserError
 from degradations.image import as_rgb_uint8
 from degradations.photos import BUILTIN_PHOTOS, builtin_photo, builtin_photos
@@ -41,5 +41,5 @@ __all__ = [
     "Step", "UserError",
     "as_rgb_uint8", "available", "builtin_photo", "builtin_photos", "calibrate", "canonical_name", "check_tier",
     "default_calibration", "degrade", "derive_seed", "get", "lerp", "load_calibration", "psnr", "quality_reference", "register",
-    "replay", "require_choice", "require_range", "rng", "severity_range", "ssim", "tier_of",
+    "replay", "require_choice", "require_range", "rng", "severity_at", "severity_range", "ssim", "tier_of",
 ]

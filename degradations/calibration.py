@@ -40,8 +40,8 @@ def sample_patches(
     return patches
 
 
-def _crossing(severities: np.ndarray, curve: np.ndarray, level: float) -> float | None:
-    """First severity where the non-increasing `curve` drops below `level`, interpolated."""
+def severity_at(severities: np.ndarray, curve: np.ndarray, level: float) -> float | None:
+    """First severity where the non-increasing `curve` drops below `level`, interpolated; None when it never does."""
     below = np.nonzero(curve < level)[0]
     if below.size == 0:
         return None
@@ -60,12 +60,12 @@ def tier_ranges(
     notes = []
     for tier in TIERS:
         lo, hi = bands[tier]
-        start = float(severities[0]) if tier == "hq" else _crossing(severities, envelope, hi)
+        start = float(severities[0]) if tier == "hq" else severity_at(severities, envelope, hi)
         if start is None:
             ranges[tier] = None
             notes.append(f"{tier} out of reach: mean score {envelope[-1]:.3f} at severity {severities[-1]:g} stays above {hi}")
             continue
-        end = _crossing(severities, envelope, lo)
+        end = severity_at(severities, envelope, lo)
         if end is None:
             end = float(severities[-1])
             if tier == "lq":

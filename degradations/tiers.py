@@ -66,9 +66,21 @@ class TypeCurve:
     std: list[float]
     ranges: dict[str, list[float] | None]  # tier -> [lo, hi] severity, None when the band is out of reach
     notes: list[str] = field(default_factory=list)
+    # This type's own bands, where `calibrate --match` moved them to cover a real benchmark's inputs
+    # (LOL's low-light inputs lie below the global lq floor); None: the calibration's bands.
+    bands: dict[str, list[float]] | None = None
+    match: dict[str, Any] | None = None  # what the bands and ranges were matched to, as measured
+
+    def range_text(self, tier: str) -> str:
+        """`0.120-1.000`, or `out of reach`: how tables print a tier's severity range."""
+        r = self.ranges.get(tier)
+        return "out of reach" if r is None else f"{r[0]:.3f}-{r[1]:.3f}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"severities": self.severities, "mean": self.mean, "std": self.std, "ranges": self.ranges, "notes": self.notes}
+        record = {"severities": self.severities, "mean": self.mean, "std": self.std, "ranges": self.ranges, "notes": self.notes}
+        # Written only when set, so calibrations without them keep their bytes.
+        record.update({k: v for k, v in (("bands", self.bands), ("match", self.match)) if v is not None})
+        return record
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,11 @@ class Calibration:
                 f"`perceive-ir calibrate --types {name} -o calibration.json` and pass the file on (--calibration)"
             )
         return curve
+
+    def bands_for(self, name: str) -> dict[str, tuple[float, float]]:
+        """The tier bands of type `name`: its own where a benchmark match set them, else the calibration's."""
+        own = self.curve(name).bands
+        return {t: (float(b[0]), float(b[1])) for t, b in own.items()} if own else dict(self.bands)
 
     def interval(self, name: str, tier: str, *, beyond_mean: bool = False) -> tuple[float, float] | None:
         """The severity interval of `tier` for type `name`: where the mean score lies in the tier's band.
@@ -112,7 +129,7 @@ class Calibration:
         """[lo, hi] severities whose mean score lands in `tier`'s band; UserError when out of reach."""
         interval = self.interval(name, tier)
         if interval is None:
-            lo, hi = self.bands[tier]
+            lo, hi = self.bands_for(name)[tier]
             raise UserError(f"type {name!r} never reaches tier {tier} ({self.metric} in [{lo}, {hi})) at any severity")
         return interval
 

@@ -50,7 +50,7 @@ class Scorer:
     """The calibration's metric and bands, and what a build needs of them."""
 
     metric: str
-    bands: Mapping[str, tuple[float, float]]
+    bands: Mapping[str, Mapping[str, tuple[float, float]]]  # type -> tier -> score band
     intervals: Mapping[str, Mapping[str, tuple[float, float]]]  # type -> tier -> severity interval
     seed: int
     max_tries: int
@@ -60,7 +60,8 @@ class Scorer:
         """The scorer of a build: its calibration's metric and bands, and per type the severity
         interval each degraded tier is searched in (beyond the mean curve where it falls short)."""
         intervals = {t: {tier: calibration.interval(t, tier, beyond_mean=True) for tier in D.DEGRADED_TIERS} for t in types}
-        return cls(calibration.metric, dict(calibration.bands), intervals, seed, max_tries)
+        bands = {t: calibration.bands_for(t) for t in types}
+        return cls(calibration.metric, bands, intervals, seed, max_tries)
 
     @property
     def identical(self) -> float:
@@ -77,13 +78,13 @@ class Scorer:
         mean squared error (in units of 255^2) that a PSNR stands for. The search interpolates in it."""
         return 1.0 - score if self.metric == "ssim" else 10.0 ** (-score / 10.0)
 
-    def miss(self, score: float, tier: str) -> int:
+    def miss(self, score: float, type_name: str, tier: str) -> int:
         """0 when `score` lies in `tier`'s band; +1 when above it (too clean), -1 when below (too degraded).
 
         Below the lq band is a miss too, though tier_of calls it lq: the band's
         floor is where an image has lost most of its structure, and no tier asks for that.
         """
-        lo, hi = self.bands[tier]
+        lo, hi = self.bands[type_name][tier]
         if score < lo:
             return -1
         return 1 if score >= hi else 0
@@ -130,7 +131,7 @@ def degraded_slot(
     score = score or scorer.scores_against(patch)
     measured = [] if measured is None else measured
     lo, hi = scorer.intervals[type_name][tier]
-    band_lo, band_hi = scorer.bands[tier]
+    band_lo, band_hi = scorer.bands[type_name][tier]
     draws = D.rng(scorer.seed, key, tier, "severity")
     tried = []
     severity = round(float(draws.uniform(lo, hi)), _DIGITS)
@@ -139,7 +140,7 @@ def degraded_slot(
         value = score(out)
         loss = scorer.loss(value)
         measured.append((severity, loss))  # for the rest of this search and the patch's next tier
-        miss = scorer.miss(value, tier)
+        miss = scorer.miss(value, type_name, tier)
         if miss == 0:
             record = {
                 "severity": severity,

@@ -328,3 +328,76 @@ def test_bright_streak_clip_improves_real_rain():
     task.pairs = task.pairs[:20]
     rows = {r["method"]: r for r in evaluate_methods([task], progress=False) if r["task"] == "rain100l"}
     assert rows[CLASSICAL]["variant"] == "bright-streak clip" and rows[CLASSICAL]["psnr"] > rows[IDENTITY]["psnr"] + 0.2
+
+
+# ---- calibrate --match
+
+
+def test_matched_bands_hold_the_real_inputs_in_the_degraded_tiers_and_never_move_inward():
+    from pipeline.eval.matching import matched_bands
+
+    bands = dict(D.DEFAULT_BANDS["ssim"])
+    assert matched_bands(bands, list(np.linspace(0.3, 0.8, 50)), "ssim") == bands
+    dark = list(np.linspace(0.08, 0.4, 50))
+    moved = matched_bands(bands, dark, "ssim")
+    assert moved["lq"][0] <= np.percentile(dark, 5) < bands["lq"][0] and moved["lq"][1] == bands["lq"][1]
+    assert moved["mq"] == bands["mq"] and moved["hq"] == bands["hq"]
+    light = list(np.linspace(0.7, 0.95, 50))
+    moved = matched_bands(bands, light, "ssim")
+    assert moved["hq"][0] > np.percentile(light, 95) and moved["mq"] == (bands["mq"][0], moved["hq"][0])
+    assert moved["lq"] == bands["lq"]
+
+
+def _noisy_set(root: Path, sigma: float) -> str:
+    """A set in the input/ + target/ layout: four crops with strong Gaussian noise."""
+    r = np.random.default_rng(7)
+    for i, name in enumerate(("astronaut", "coffee", "chelsea", "rocket")):
+        clean = D.builtin_photo(name)[:96, :96]
+        write(root / "target" / f"{i}.png", clean)
+        write(root / "input" / f"{i}.png", np.clip(clean + r.normal(0, sigma, clean.shape), 0, 255).astype(np.uint8))
+    return f"noisy={root}"
+
+
+def test_match_moves_one_types_bands_and_curve_and_the_build_scores_with_them(tmp_path):
+    from pipeline.eval.matching import match_calibration
+    from shards.sample import Scorer
+
+    base = D.default_calibration()
+    cal = match_calibration(base, _noisy_set(tmp_path, 120), "noise", patch=64, patches_per_image=1,
+                            severities=(0.0, 0.5, 1.0))
+    record = cal.curve("noise").match
+    assert record["pairs"] == 4 and record["real_tiers"]["lq"] == 4 and record["real"]["p5"] < 0.2
+    lq_floor = cal.bands_for("noise")["lq"][0]
+    assert lq_floor <= record["real"]["p5"]
+    assert cal.bands == base.bands and cal.types["haze"] == base.types["haze"]  # the others are kept
+    assert cal.curve("noise").severities == [0.0, 0.5, 1.0]  # measured again, on the set's clean images
+    path = tmp_path / "calibration.json"
+    cal.save(path)
+    assert D.load_calibration(path) == cal
+    # The build searches each type in its own bands: a score under the global floor is lq for noise only.
+    scorer = Scorer.of(cal, ["noise", "haze"], seed=0, max_tries=4)
+    below_global = (lq_floor + base.bands["lq"][0]) / 2
+    assert scorer.miss(below_global, "noise", "lq") == 0 and scorer.miss(below_global, "haze", "lq") == -1
+
+
+def test_calibrate_match_cli(tmp_path, capsys):
+    spec = _noisy_set(tmp_path / "set", 120)
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--match", spec, "--patch", "64", "-o", str(out)]) == 2
+    assert "--match NAME=DIR and --type" in capsys.readouterr().err
+    assert main(["calibrate", "--match", spec, "--type", "noise", "--patch", "64", "--patches-per-image", "1",
+                 "--steps", "3", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "lq floor moved from 0.2" in printed and "matched severity" in printed
+    assert json.loads(out.read_text())["types"]["noise"]["match"]["benchmark"] == "noisy"
+
+
+@needs_shared
+def test_match_on_lol_puts_every_real_input_in_a_band():
+    from pipeline.eval.matching import match_calibration
+
+    cal = match_calibration(D.default_calibration(), f"lol={SHARED / 'LOL_eval15'}", "low_light", patch=128,
+                            patches_per_image=1, severities=(0.0, 0.25, 0.5, 0.75, 1.0))
+    record = cal.curve("low_light").match
+    assert record["pairs"] == 15 and record["real_tiers"]["lq"] == 15
+    assert cal.bands_for("low_light")["lq"][0] < 0.2 and 0.0 < record["severity"] < 1.0

@@ -101,7 +101,7 @@ def test_degraded_slots_land_in_their_tier_band():
         assert slots["hq"].image is patch and slots["hq"].record["score"] == D.ssim(patch, patch) == 1.0
         for tier in ("mq", "lq"):
             record = slots[tier].record
-            lo, hi = s.bands[tier]
+            lo, hi = s.bands[name][tier]
             assert lo <= record["score"] < hi and record["tier"] == D.tier_of(record["score"]) == tier
             assert record["score"] == round(D.ssim(patch, slots[tier].image), 6)
             assert np.array_equal(D.replay(patch, record["recipe"]), slots[tier].image)

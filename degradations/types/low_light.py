@@ -21,7 +21,10 @@ class LowLight(Degradation):
     """y = exposure * x**gamma in linear light, plus Poisson-Gaussian noise
     (variance shot * y + read**2), as LOL-style and unprocessing pipelines
     synthesise dark captures. exposure in (0, 1] (2**-5 at severity 1),
-    gamma >= 1 darkens shadows more than highlights.
+    gamma >= 1 darkens shadows more than highlights. The noise reaches
+    shot = read = 0.0005 at severity 1: measured against LOL's real inputs
+    (`perceive-ir realism`), 0.002 left 3x LOL's noise in the dark regions and
+    a small CNN told synthetic from real every time; at 0.0005 it is right 63 %.
     Defaults: gamma 1, shot 0, read 0.
     """
 
@@ -40,8 +43,8 @@ class LowLight(Degradation):
         return {
             "exposure": float(2.0 ** -lerp(0.0, 5.0, severity)),
             "gamma": lerp(1.0, 1.0 + float(rng.uniform(0.2, 0.6)), severity),
-            "shot": lerp(0.0, 0.002, severity) * noise,
-            "read": lerp(0.0, 0.002, severity) * noise,
+            "shot": lerp(0.0, 0.0005, severity) * noise,
+            "read": lerp(0.0, 0.0005, severity) * noise,
         }
 
     def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:

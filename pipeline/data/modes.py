@@ -137,7 +137,7 @@ class Synth(Mode):
 
     ranges: dict[str, tuple[tuple[str, float, float], ...]]  # type -> (tier, lo, hi) to draw from
     metric: str
-    bands: dict[str, tuple[float, float]]
+    bands: dict[str, dict[str, tuple[float, float]]]  # type -> tier -> score band
 
     @classmethod
     def create(cls, catalog: Catalog, types: Sequence[str]) -> Synth:
@@ -149,7 +149,7 @@ class Synth(Mode):
             if not reach:
                 raise D.UserError(f"synth mode: type {name!r} reaches none of the tiers {', '.join(D.DEGRADED_TIERS)}")
             ranges[name] = reach
-        return cls(ranges, calibration.metric, dict(calibration.bands))
+        return cls(ranges, calibration.metric, {t: calibration.bands_for(t) for t in types})
 
     def min_side(self, types: Sequence[str]) -> int:
         return max(D.get(t).min_size for t in types)
@@ -163,6 +163,6 @@ class Synth(Mode):
         seed = D.derive_seed(entry.seed, entry.epoch, "synth", entry.key, entry.repeat)
         degraded, _ = D.degrade(clean, entry.type, severity, seed=seed)
         score = D.quality_reference(self.metric, clean)(degraded)
-        tier = D.tier_of(score, self.metric, self.bands)
+        tier = D.tier_of(score, self.metric, self.bands[entry.type])
         return {"lq": degraded, "hq": clean, "severity": severity, "score": score, "tier": D.TIERS.index(tier)}
 
