@@ -1,6 +1,6 @@
 """The restorer's training losses and the paper's default weights for them.
 
-* `L1Loss` (torch's): reconstruction against the clean image.
+* `L1Loss` (torch's): reconstruction against the clean image; `PSNRLoss`, NAFNet's alternative.
 * `QualityLoss`: 1 - p(hq | restored) under a frozen `QualityPerceiver`.
 * `DifficultyAdaptivePerceptualLoss`: pull toward the clean image, push from the low- and
   medium-quality versions, in the feature space of a frozen timm network.
@@ -23,7 +23,7 @@ from torch.nn import L1Loss
 from .features import FrozenFeatures, Pretrained
 from .perceiver import TIERS, QualityPerceiver
 
-__all__ = ["L1Loss", "QualityLoss", "DifficultyAdaptivePerceptualLoss", "InfoNCE", "LossWeights"]
+__all__ = ["L1Loss", "PSNRLoss", "QualityLoss", "DifficultyAdaptivePerceptualLoss", "InfoNCE", "LossWeights"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,19 @@ class LossWeights:
         if unknown:
             raise ValueError(f"unknown loss terms {sorted(unknown)}")
         return sum(getattr(self, name) * value for name, value in terms.items())
+
+
+class PSNRLoss(nn.Module):
+    """Minus the mean per-image PSNR, in dB (images in [0, 1]): NAFNet's training loss.
+
+    Each image counts by its own log-error, so a mildly degraded image's errors weigh as much as a
+    badly degraded one's: under L1, the restorer of an all-in-one mix learns the large global
+    corrections (haze, darkness) and leaves mild blur slightly worse than its input.
+    """
+
+    def forward(self, restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mse = (restored - target).pow(2).flatten(1).mean(1)
+        return 10.0 * torch.log10(mse + 1e-8).mean()
 
 
 class QualityLoss(nn.Module):

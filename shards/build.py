@@ -33,7 +33,7 @@ import dask
 
 import degradations as D
 from shards.config import BuildConfig
-from shards.files import TEMP_SUFFIX
+from shards.files import LOCK, TEMP_SUFFIX, folder_lock
 from shards.format import DATASET, ERRORS, MANIFEST, NOT_IDENTITY, SHARD_GLOB, Build, make_record, read_record, type_dir, write_record
 from shards.manifest import merge_manifests, read_shard_errors, write_errors
 from shards.plan import ShardSpec, make_plan
@@ -118,14 +118,15 @@ def build(
     out = Path(out).expanduser().absolute()
     record = _record(config, calibration, sources, source)
     plan = make_plan(sources, config)
-    _prepare_out(out, record, overwrite)
-    write_record(out, record)
-
-    todo = [s for s in plan if not ((out / s.parquet).is_file() and (out / s.tar).is_file())]
-    job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, codec, scorer)
-    token = hashlib.blake2b(f"{out}\n{json.dumps(record, sort_keys=True)}".encode(), digest_size=6).hexdigest()
-    used = _run(todo, job, token, workers, scheduler, progress) if todo else "nothing to do"
-    report = _finish(out, plan, record)
+    _writable_folder(out)
+    with folder_lock(out):  # two builds into one OUT would mix their shards under one record
+        _prepare_out(out, record, overwrite)
+        write_record(out, record)
+        todo = [s for s in plan if not ((out / s.parquet).is_file() and (out / s.tar).is_file())]
+        job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, codec, scorer)
+        token = hashlib.blake2b(f"{out}\n{json.dumps(record, sort_keys=True)}".encode(), digest_size=6).hexdigest()
+        used = _run(todo, job, token, workers, scheduler, progress) if todo else "nothing to do"
+        report = _finish(out, plan, record)
     empty = [split for split, by_type in report.build.counts["samples_by_split_type"].items() if not any(by_type.values())]
     if empty:
         warnings.warn(
@@ -166,8 +167,8 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {json.dumps(old)} -> {json.dumps(new)}"]
 
 
-def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
-    """Make OUT usable, or raise before any work: unwritable, holding another build, or foreign files."""
+def _writable_folder(out: Path) -> None:
+    """OUT made and writable, or raise before any work."""
     if out.exists() and not out.is_dir():
         raise D.OutputExists(f"--out {out} is a file, not a folder")
     try:
@@ -176,6 +177,10 @@ def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
             pass
     except OSError as err:
         raise D.NotWritable(f"cannot write to --out {out}: {err.strerror or err}") from None
+
+
+def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
+    """Make OUT usable, or raise before any work: holding another build, or foreign files."""
     old = read_record(out)
     if old is not None:
         diff = _differences(old, record)
@@ -187,7 +192,7 @@ def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
             )
         if overwrite:
             _clear(out)
-    elif any(not p.name.endswith(TEMP_SUFFIX) for p in out.iterdir()) and not overwrite:
+    elif any(not p.name.endswith(TEMP_SUFFIX) and p.name != LOCK for p in out.iterdir()) and not overwrite:
         raise D.OutputExists(f"--out {out} is not empty and holds no perceive-ir build; use a new folder (or --overwrite)")
     for stale in [*out.glob(f".*{TEMP_SUFFIX}"), *out.glob(f"*/*/.*{TEMP_SUFFIX}")]:
         stale.unlink()  # left by a killed run; tasks write under fresh names anyway

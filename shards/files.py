@@ -9,6 +9,7 @@ order, which is what makes shards identical across runs and machines.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import tarfile
@@ -21,6 +22,44 @@ import degradations as D
 
 TEMP_SUFFIX = ".partial"  # leftovers of a killed build end in this; `build` removes them
 _MTIME = 0  # fixed, so a tar made today and one made next year are equal
+
+
+LOCK = ".perceive-ir.lock"  # in OUT while a build runs; held by an flock, so a killed build frees it
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str = "build") -> Iterator[None]:
+    """Hold OUT for one process: a second build into it is refused, naming the holder's pid.
+
+    An advisory flock on OUT/.perceive-ir.lock: the kernel drops it when the holder exits, however
+    it exits, so a killed build never leaves OUT locked. The file is removed at the end (a build
+    leaves only its own files); a process that locked a file already removed tries again. (On
+    network filesystems flock may be local to one machine: run one build per OUT there.)
+    """
+    path = folder / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise D.OutputExists(
+                f"{folder} is in use by another {what} (pid {holder}); wait for it to end, or give another --out"
+            ) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed the file between our open and our lock: a fresh one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the close, so nobody locks a file about to go
+        os.close(fd)
 
 
 def output_folder(folder: str | Path, what: str = "output folder") -> Path:

@@ -100,6 +100,21 @@ def test_benchmark_noise_is_clipped_truncated_and_seeded_by_name():
     assert other == hashlib.sha1(noisy).hexdigest()  # the same bytes in another process
 
 
+def test_a_grayscale_noise_set_gets_gray_noise_as_the_gray_protocol(tmp_path):
+    gray = cv2.cvtColor(D.builtin_photo("astronaut")[:64, :64], cv2.COLOR_RGB2GRAY)
+    (tmp_path / "BSD68").mkdir()
+    cv2.imwrite(str(tmp_path / "BSD68" / "g.png"), gray)  # a one-channel PNG, as BSD68 ships
+    write(tmp_path / "CBSD68" / "c.png", D.builtin_photo("astronaut")[:64, :64])
+    (task,) = [t for t in benchmark_tasks([f"bsd68={tmp_path / 'BSD68'}"]) if t.sigma == 25]
+    ((_, noisy, clean),) = list(task.images())
+    assert np.array_equal(noisy[..., 0], noisy[..., 1]) and np.array_equal(noisy[..., 1], noisy[..., 2])
+    expected = benchmark_noise(clean[..., :1], 25, noise_seed("g.png", 25))[..., 0]
+    assert np.array_equal(noisy[..., 0], expected)  # the single-channel protocol, broadcast
+    (task,) = [t for t in benchmark_tasks([f"cbsd68={tmp_path / 'CBSD68'}"]) if t.sigma == 25]
+    ((_, noisy, _),) = list(task.images())
+    assert not np.array_equal(noisy[..., 0], noisy[..., 1])  # colour sets keep noise per channel
+
+
 @needs_shared
 def test_identity_reproduces_the_shared_input_figures_under_both_protocols():
     specs = [f"{name}={SHARED / folder}" for folder, name in SHARED_INPUTS]

@@ -300,3 +300,40 @@ def test_a_split_left_empty_is_warned_about_at_build_time(tmp_path):
     with pytest.warns(UserWarning, match=r"split (train|val) holds no samples: 1 photos are too few for --splits train=0.5,val=0.5"):
         result = shards.build(folder, tmp_path / "out", config, workers=1, progress=False)
     assert result.report.samples == 1
+
+
+def test_a_second_build_into_a_folder_in_use_is_refused_naming_the_holder(tmp_path):
+    import os
+
+    import shards
+    from shards.files import LOCK, folder_lock
+
+    config = shards.BuildConfig(types=("noise",), patch=64, patches_per_image=1)
+    with folder_lock(tmp_path):
+        assert (tmp_path / LOCK).read_text().strip() == str(os.getpid())
+        with pytest.raises(D.OutputExists, match=f"in use by another build \\(pid {os.getpid()}\\)"):
+            shards.build("builtin", tmp_path, config, workers=1, progress=False)
+    assert not (tmp_path / LOCK).exists()  # released and removed: the build runs now
+    shards.build("builtin", tmp_path, config, workers=1, progress=False)
+    assert (tmp_path / "dataset.json").is_file() and not (tmp_path / LOCK).exists()
+
+
+def test_a_killed_build_leaves_its_folder_unlocked(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from shards.files import folder_lock
+
+    code = ("import sys, time; from pathlib import Path; from shards.files import folder_lock\n"
+            "with folder_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(D.OutputExists, match=f"pid {holder.pid}"), folder_lock(tmp_path):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with folder_lock(tmp_path):  # the kernel released the dead holder's lock
+        pass

@@ -150,6 +150,56 @@ def test_resume_after_a_crash_gives_the_same_parameters(tmp_path):
         run_fit("restorer", changed, ListLoader(batches))
 
 
+def test_a_damaged_checkpoint_is_refused_and_the_resume_falls_back_to_the_previous_one(tmp_path):
+    from pipeline.train import checkpoint
+
+    batches = triplet_batches(3)
+    full = run_fit("restorer", config("restorer", tmp_path / "full", steps=8), ListLoader(batches))
+    run_fit_interrupted("restorer", config("restorer", tmp_path / "cut", steps=8, checkpoint_every=2), _StopAfter(batches, 5))
+    last, previous = tmp_path / "cut" / LAST, tmp_path / "cut" / checkpoint.PREVIOUS
+    assert checkpoint.load(last)["step"] == 4 and checkpoint.load(previous)["step"] == 2  # the one before is kept
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 256] = os.urandom(256)  # a few bytes damaged on disk
+    last.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointDamaged, match="SHA-256 differs"):
+        checkpoint.load(last)
+    resumed = run_fit("restorer", config("restorer", tmp_path / "cut", steps=8, resume=True), ListLoader(batches))
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # resumed from step 2: the same run, two steps redone
+    # Truncated, without its digest: torch.load's failure is named, not a traceback.
+    checkpoint.digest_path(last).unlink()
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(checkpoint.CheckpointDamaged, match="does not load"):
+        checkpoint.load(last)
+
+
+class _SigtermAfter(ListLoader):
+    """Sends this process SIGTERM after `n` batches, as a scheduler ending the job would."""
+
+    def __init__(self, batches: list[dict], n: int) -> None:
+        super().__init__(batches)
+        self.n, self.served = n, 0
+
+    def __iter__(self):
+        import signal
+
+        for batch in super().__iter__():
+            if self.served == self.n:
+                os.kill(os.getpid(), signal.SIGTERM)
+            self.served += 1
+            yield batch
+
+
+def test_sigterm_saves_and_stops_as_unfinished(tmp_path):
+    from pipeline.train import checkpoint
+    from pipeline.train.trainer import TrainingStopped
+
+    cfg = config("restorer", tmp_path, steps=8, checkpoint_every=100)
+    with pytest.raises(TrainingStopped, match="no model exported"):
+        run_fit("restorer", cfg, _SigtermAfter(triplet_batches(3), 3))
+    assert checkpoint.load(tmp_path / LAST)["step"] == 4  # saved at the step boundary after the signal
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -26,10 +26,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
     import yaml
 
     import degradations as D
     from pipeline.train import get_stage, resolve, train
+    from pipeline.train.trainer import TrainingStopped
 
     overrides = list(args.overrides)
     if args.source:
@@ -44,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not config["data"]["source"]:
         raise D.UserError("give the shards: --data.source DIR (a root written by `perceive-ir build`)")
-    result = train(args.stage, config)
+    try:
+        result = train(args.stage, config)
+    except TrainingStopped as stop:  # a scheduler's SIGTERM: not a finished run, so not exit 0
+        print(f"perceive-ir train: {stop}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     # The averages; per type and tier ("val_psnr/noise/lq") they are in the run's logs.
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items() if "/" not in k))
     return 0

@@ -251,7 +251,11 @@ class BenchTask:
             clean = load_image(clean_path)
             if self.sigma is not None:
                 name = clean_path.relative_to(self.root).as_posix() if self.root else clean_path.name
-                yield name, benchmark_noise(clean, self.sigma, noise_seed(name, self.sigma)), clean
+                # Grayscale sets (BSD68) get their noise on the one channel, as the gray protocol
+                # does: three equal channels score the PSNR and SSIM of that channel.
+                gray = np.array_equal(clean[..., 0], clean[..., 1]) and np.array_equal(clean[..., 1], clean[..., 2])
+                noisy = benchmark_noise(clean[..., :1] if gray else clean, self.sigma, noise_seed(name, self.sigma))
+                yield name, np.repeat(noisy, 3, axis=2) if gray else noisy, clean
                 continue
             degraded = load_image(degraded_path)
             if degraded.shape != clean.shape:

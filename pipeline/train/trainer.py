@@ -98,6 +98,10 @@ class _EpochStream:
         raise RuntimeError("the training loader yields no batches: the split is smaller than one batch per rank")
 
 
+class TrainingStopped(Exception):
+    """SIGTERM ended training before its last step: the checkpoint is saved, nothing is exported."""
+
+
 class _StopOnSigterm:
     """SIGTERM asks for a checkpoint and a clean stop at the next step boundary (all ranks agree)."""
 
@@ -188,8 +192,10 @@ class _Run:
                     if self.step % self.run_cfg["checkpoint_every"] == 0 or stopping or self.step == self.schedule.steps:
                         self.save()
                     if stopping:
-                        self.log(f"SIGTERM: saved {self.out / LAST} at step {self.step}; rerun with run.resume=true to continue")
-                        break
+                        raise TrainingStopped(
+                            f"stopped by SIGTERM at step {self.step} of {self.schedule.steps}: saved {self.out / LAST}; "
+                            "no model exported; rerun with run.resume=true to continue"
+                        )
                 else:
                     if validated_at != self.step:  # the final validation, logged like the others
                         self.last.update(self.validate(metrics))
@@ -202,18 +208,30 @@ class _Run:
 
     def resume(self) -> tuple[bool, int]:
         """Restore everything from OUT/last.pt when run.resume asks for it; (restored, epoch)."""
-        if not (self.run_cfg.get("resume") and (self.out / LAST).is_file()):
+        candidates = [p for p in (self.out / LAST, self.out / checkpoint.PREVIOUS) if p.is_file()]
+        if not (self.run_cfg.get("resume") and candidates):
             return False, 0
         _check_kept_settings(self.out / "config.yaml", self.config)
-        state = checkpoint.load(self.out / LAST, self.env.device)
+        state, used = self._load_newest_good(candidates)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         checkpoint.set_rng_state(state["rng"])
         self.loader.load_state_dict(state["loader"])
-        self.log(f"resumed from {self.out / LAST} at step {self.step}")
+        self.log(f"resumed from {used} at step {self.step}")
         return True, int(state["loader"].get("epoch", 0))
+
+    def _load_newest_good(self, candidates: list[Path]) -> tuple[dict[str, Any], Path]:
+        """The first of `candidates` that verifies and loads; a damaged last.pt falls back to previous.pt."""
+        damaged = []
+        for path in candidates:
+            try:
+                return checkpoint.load(path, self.env.device), path
+            except checkpoint.CheckpointDamaged as err:
+                damaged.append(str(err))
+                self.log(f"{err}; trying the previous checkpoint")
+        raise checkpoint.CheckpointDamaged("no checkpoint to resume from: " + "; ".join(damaged))
 
     def train_step(self, stream: _EpochStream) -> dict[str, float]:
         """One optimiser step over `accum` micro-batches; the mean of each logged term."""

@@ -14,7 +14,7 @@ from torch import nn
 
 import degradations as D
 from model import Restorer
-from model.losses import DifficultyAdaptivePerceptualLoss, InfoNCE, LossWeights, QualityLoss
+from model.losses import DifficultyAdaptivePerceptualLoss, InfoNCE, LossWeights, PSNRLoss, QualityLoss
 from pipeline.eval.shards import evaluate_restorer, first_batches
 from pipeline.train import checkpoint
 from pipeline.train.stages import Stage, build_model, get_stage, register_stage
@@ -38,7 +38,10 @@ class RestorerTask:
             reconstruction=loss_cfg["reconstruction"], contrastive=loss_cfg["contrastive"],
             quality=loss_cfg["quality"], perceptual=loss_cfg["perceptual"],
         )
-        self.l1 = nn.L1Loss()
+        kinds = {"l1": nn.L1Loss, "psnr": PSNRLoss}
+        if loss_cfg["reconstruction_kind"] not in kinds:
+            raise D.UserError(f"loss.reconstruction_kind is {loss_cfg['reconstruction_kind']!r}; choose one of {', '.join(kinds)}")
+        self.reconstruction = kinds[loss_cfg["reconstruction_kind"]]()
         self.infonce = InfoNCE() if config["model"]["cfe"] and self.weights.contrastive else None
         self.quality = None
         if self.weights.quality and loss_cfg["perceiver"]:
@@ -71,7 +74,7 @@ class RestorerTask:
         y, x = (int(torch.randint(0, n + 1, (1,), generator=rng)) for n in (h - ch, w - cw))
         positive = degraded[..., y : y + ch, x : x + cw] if self.infonce else None
         restored, aux = model(degraded, return_aux=True, positive=positive)
-        terms = {"reconstruction": self.l1(restored, hq)}
+        terms = {"reconstruction": self.reconstruction(restored, hq)}
         if self.infonce is not None:
             groups = _type_ids(batch["type"], degraded.device)
             terms["contrastive"] = self.infonce(aux["embedding"], aux["positive_embedding"], groups)
