@@ -540,3 +540,50 @@ def test_a_guardless_script_under_torchrun_reads_each_ranks_share(build, tmp_pat
     for rank, line in enumerate(lines):
         ref = epoch_batches(loader(root, rank=rank, world_size=2))
         assert line[2:] == ["keys", str(4 * len(ref)), "first", ref[0]["key"][0]]
+
+
+OWNER = """
+from pipeline import make_loader
+
+loader = make_loader({root!r}, mode="triplets", batch_size=4, crop=16, num_workers=2, seed=5)
+next(iter(loader))
+print("reading", flush=True)
+import time; time.sleep(300)
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    import subprocess
+
+    children = [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    return children + [d for c in children for d in _descendants(c)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_killing_the_loaders_process_leaves_no_worker_or_forkserver_behind(build, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, _ = build
+    script = tmp_path / "read.py"
+    script.write_text(OWNER.format(root=str(root)))
+    owner = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "reading"
+        helpers = _descendants(owner.pid)
+        assert len(helpers) >= 3  # the forkserver and two workers (and torch's resource tracker)
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    deadline = time.monotonic() + 30
+    while any(_running(p) for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in helpers if _running(p)]

@@ -147,3 +147,12 @@ def test_untrained_restorer_returns_its_input(backbone):
     """Residual output and guidance heads start at zero: training starts from the identity."""
     lq = images(2, 3, 24, 24, seed=3)
     torch.testing.assert_close(tiny_restorer(backbone)(lq), lq)
+
+
+def test_psnr_loss_is_minus_the_mean_per_image_psnr():
+    from model.losses import PSNRLoss
+
+    target = torch.zeros(2, 3, 4, 4)
+    restored = torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.01)])
+    # Per image: PSNR 20 dB and 40 dB (peak 1); the loss is minus their mean, not of the pooled MSE.
+    assert float(PSNRLoss()(restored, target)) == pytest.approx(-30.0, abs=1e-3)
