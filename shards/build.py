@@ -142,9 +142,11 @@ def build(
 
 def _record(config: BuildConfig, calibration: D.Calibration, sources: list[Source], source: str | Path) -> dict[str, Any]:
     ids = "\n".join(s.id for s in sources)
+    files = "\n".join(f"{s.id}\t{s.size}\t{s.mtime_ns}" for s in sources)
     return make_record(
         config.to_dict(), config.types, config.codec_spec.extension, calibration,
-        {"count": len(sources), "ids_sha256": hashlib.sha256(ids.encode()).hexdigest()},
+        {"count": len(sources), "ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
+         "files_sha256": hashlib.sha256(files.encode()).hexdigest()},
         str(source), config.calibration or "default (shipped with perceive-ir)",
     )
 
@@ -183,7 +185,15 @@ def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
     """Make OUT usable, or raise before any work: holding another build, or foreign files."""
     old = read_record(out)
     if old is not None:
+        if "files_sha256" not in old.get("sources", {}):  # made before files were fingerprinted
+            old = {**old, "sources": {**old.get("sources", {}), "files_sha256": record["sources"]["files_sha256"]}}
         diff = _differences(old, record)
+        if diff == [d for d in diff if d.startswith("sources.files_sha256")] and diff and not overwrite:
+            raise D.OutputExists(
+                f"{out} holds a build of the same photos and config, but a photo changed since it started (edited, "
+                "replaced or touched: the size or modification time of a file differs); resuming would mix its "
+                "old and new pixels: use --overwrite to build again"
+            )
         if diff and not overwrite:
             shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
             raise D.OutputExists(

@@ -8,6 +8,8 @@ every way a file can be unusable into a `BadImage` with a reason.
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +33,15 @@ class Source:
 
     id: str
     path: str | None  # None for builtin photos
+    # What the file was when listed (os.stat; None when it could not be stat'ed): a resume compares
+    # them, so a photo edited between a kill and the rerun is not mixed into a half-done build.
+    size: int | None = None
+    mtime_ns: int | None = None
+    problem: str | None = None  # found but unusable whatever its content (a broken link, an unreadable folder)
 
     def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        if self.problem:
+            raise BadImage(self.problem)
         return load_photo(self.id if self.path is None else self.path, max_pixels)
 
 
@@ -55,17 +64,22 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise BadImage(f"cannot read: {err.strerror}") from err
     if size == 0:
         raise BadImage("empty file (0 bytes)")
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # --max-pixels is the one limit, checked below from the header before anything is decoded:
+            # Pillow's own (89.5 MP) would refuse larger photos first. Process-global, so lifted for
+            # this open only (a build decodes one image at a time per process).
+            Image.MAX_IMAGE_PIXELS = None
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise BadImage(f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}")
+                    raise BadImage(f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels} (--max-pixels; "
+                                   "a decompression bomb, or a photo to allow with a higher limit)")
                 im = ImageOps.exif_transpose(im)
-                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    array = np.asarray(im).astype(np.uint16, copy=False)
-                else:
+                array = _high_bit_depth(im) if im.mode.startswith(("I", "F")) else None
+                if array is None:
                     array = np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB" if im.mode != "L" else "L"))
     except BadImage:
         raise
@@ -75,10 +89,34 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise BadImage(f"decompression bomb: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise BadImage(f"corrupt or truncated image: {err}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     try:
         return D.as_rgb_uint8(array)
     except ValueError as err:
         raise BadImage(str(err)) from None
+
+
+def _high_bit_depth(im) -> np.ndarray:
+    """One-channel 16-bit, 32-bit integer or float images as uint16, scaled like a 16-bit PNG.
+
+    32-bit integers (Pillow's signed mode I) fill 0..2**31-1 (values all below 2**16 are 16-bit
+    data in a wider container, as some scanners write them); floats are linear in [0, 1]. Anything else (negative values, HDR
+    floats above 1, NaN) has no display scaling to guess: refused with the reason.
+    """
+    array = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        return array.astype(np.uint16, copy=False)
+    if im.mode == "F":
+        if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
+            raise BadImage(f"float image with values in [{np.nanmin(array):g}, {np.nanmax(array):g}]: only [0, 1] "
+                           "(linear, display-referred) is read; tone-map HDR images first")
+        return np.round(array.astype(np.float64) * 65535).astype(np.uint16)
+    if array.min() < 0:
+        raise BadImage(f"32-bit integer image with negative values (min {array.min()}): no display scaling to assume")
+    if array.max() < 1 << 16:
+        return array.astype(np.uint16)
+    return (array.astype(np.int64) >> 15).astype(np.uint16)
 
 
 def load_sources(source: str | Path, limit: int | None = None) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
@@ -105,10 +143,9 @@ def list_sources(source: str | Path) -> list[Source]:
     if not root.exists():
         raise D.InputNotFound(f"source {str(source)!r} does not exist (give a folder, a .txt or .parquet list, or 'builtin')")
     if root.is_dir():
-        files = image_files(root)
-        found = [Source(p.relative_to(root).as_posix(), str(p)) for p in files]
+        found = _folder_sources(root)
     else:
-        found = [Source(p, str((root.parent / p) if not Path(p).is_absolute() else p)) for p in _read_list(root)]
+        found = [_stat_source(p, (root.parent / p) if not Path(p).is_absolute() else Path(p)) for p in _read_list(root)]
     if not found:
         raise D.UserError(f"source {str(source)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     ids = [s.id for s in found]
@@ -120,6 +157,45 @@ def list_sources(source: str | Path) -> list[Source]:
 def image_files(folder: Path) -> list[Path]:
     """Every image file under `folder` (recursive, any case of IMAGE_SUFFIXES), sorted."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def printable_id(relative: str) -> str:
+    """A relative path as a source id: names that are not valid UTF-8 get their bytes escaped
+    (`caf\\xe9.jpg`), so ids can be written to JSON and parquet; the file is read by its real name."""
+    return os.fsencode(relative).decode("utf-8", "backslashreplace")
+
+
+def _stat_source(source_id: str, path: Path) -> Source:
+    try:
+        st = path.stat()
+    except OSError as err:
+        problem = "broken symbolic link" if path.is_symlink() else f"cannot read: {err.strerror}"
+        return Source(printable_id(source_id), str(path), problem=problem)
+    if not stat.S_ISREG(st.st_mode):
+        return Source(printable_id(source_id), str(path), st.st_size, st.st_mtime_ns, "not a regular file")
+    return Source(printable_id(source_id), str(path), st.st_size, st.st_mtime_ns)
+
+
+def _folder_sources(root: Path) -> list[Source]:
+    """Every image-named entry under `root`, usable or not: what cannot be used (a broken link, a FIFO,
+    a folder that cannot be listed) is a Source whose load() says why, so it becomes an error row
+    rather than disappearing. Symbolic links to folders are not followed (a link loop cannot recur)."""
+    found = []
+
+    def unreadable(err: OSError) -> None:
+        folder = Path(err.filename)
+        if folder != root:  # the root itself failing is the user's error, raised below
+            found.append(Source(printable_id(folder.relative_to(root).as_posix()) + "/", str(folder),
+                                problem=f"folder cannot be read: {err.strerror}"))
+
+    for folder, _, names in os.walk(root, onerror=unreadable):
+        for name in names:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                path = Path(folder, name)
+                found.append(_stat_source(path.relative_to(root).as_posix(), path))
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise D.UserError(f"source folder {root} cannot be read")
+    return sorted(found, key=lambda s: Path(s.id).parts)  # path order, as image_files lists
 
 
 def _read_list(path: Path) -> list[str]:

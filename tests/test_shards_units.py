@@ -337,3 +337,95 @@ def test_a_killed_build_leaves_its_folder_unlocked(tmp_path):
         holder.wait()
     with folder_lock(tmp_path):  # the kernel released the dead holder's lock
         pass
+
+
+def test_every_unusable_path_is_an_error_row_and_odd_names_are_built(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import cv2
+    import pyarrow.parquet as pq
+
+    import shards
+    import shards.sources
+
+    photos = tmp_path / "photos"
+    (photos / "locked").mkdir(parents=True)
+    crop = D.builtin_photo("astronaut")[:96, :96, ::-1]
+    cv2.imwrite(str(photos / "good.png"), crop)
+    odd = os.fsencode(str(photos)) + b"/caf\xe9.png"  # a Latin-1 name: not valid UTF-8
+    with open(odd, "wb") as f:
+        f.write(cv2.imencode(".png", crop)[1].tobytes())
+    (photos / "gone.png").symlink_to(photos / "missing.png")
+    os.mkfifo(photos / "pipe.png")
+    cv2.imwrite(str(photos / "locked" / "hidden.png"), crop)
+    # A folder this user cannot list (chmod does not stop root, who runs CI): os.walk reports it.
+    walk = os.walk
+
+    def walk_with_a_locked_folder(top, onerror=None, **kw):
+        for folder, dirs, names in walk(top, onerror=onerror, **kw):
+            if "locked" in dirs:
+                dirs.remove("locked")
+                onerror(PermissionError(errno.EACCES, "Permission denied", os.path.join(folder, "locked")))
+            yield folder, dirs, names
+
+    monkeypatch.setattr(shards.sources.os, "walk", walk_with_a_locked_folder)
+    out = tmp_path / "out"
+    config = shards.BuildConfig(types=("noise",), patch=64, patches_per_image=1, splits=(("train", 1.0),))
+    result = shards.build(photos, out, config, workers=1, progress=False)
+    reasons = {e["source"]: e["reason"] for e in pq.read_table(out / "errors.parquet").to_pylist()}
+    assert "broken symbolic link" in reasons["gone.png"] and "not a regular file" in reasons["pipe.png"]
+    assert "folder cannot be read: Permission denied" in reasons["locked/"]
+    built = set(pq.read_table(out / "manifest.parquet", columns=["source"]).column("source").to_pylist())
+    assert built == {"good.png", "caf\\xe9.png"}  # the odd name is built, its id escaped
+    assert result.report.samples == 2
+
+
+def test_a_photo_changed_since_the_build_started_refuses_the_resume(tmp_path):
+    import os
+
+    import cv2
+
+    import shards
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate(("astronaut", "coffee")):
+        cv2.imwrite(str(photos / f"{i}.png"), D.builtin_photo(name)[:96, :96, ::-1])
+    config = shards.BuildConfig(types=("noise",), patch=64, patches_per_image=1, splits=(("train", 1.0),))
+    shards.build(photos, tmp_path / "out", config, workers=1, progress=False)
+    shards.build(photos, tmp_path / "out", config, workers=1, progress=False)  # unchanged: resumes
+    cv2.imwrite(str(photos / "0.png"), D.builtin_photo("rocket")[:96, :96, ::-1])
+    os.utime(photos / "0.png", ns=(1, 1))
+    with pytest.raises(D.OutputExists, match="a photo changed since it started"):
+        shards.build(photos, tmp_path / "out", config, workers=1, progress=False)
+
+
+def test_high_bit_depth_and_float_tiffs_are_scaled_or_refused_with_a_reason(tmp_path):
+    from PIL import Image
+
+    from shards import BadImage, load_image
+
+    ramp = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(tmp_path / "float.tif")
+    Image.fromarray((ramp * (2**31 - 1)).astype(np.int32), mode="I").save(tmp_path / "int32.tif")
+    Image.fromarray((ramp * 4095).astype(np.int32), mode="I").save(tmp_path / "int12.tif")  # 12-bit data in 32 bits
+    for name, top in (("float.tif", 255), ("int32.tif", 255), ("int12.tif", 16)):
+        image = load_image(tmp_path / name)
+        assert image.dtype == np.uint8 and image[0, 0, 0] == 0 and image[-1, -1, 0] == top, name
+        assert np.all(np.diff(image[..., 0].ravel().astype(int)) >= 0), name  # a ramp stays a ramp: nothing wraps
+    Image.fromarray((ramp * 4).astype(np.float32), mode="F").save(tmp_path / "hdr.tif")
+    with pytest.raises(BadImage, match="tone-map HDR"):
+        load_image(tmp_path / "hdr.tif")
+
+
+def test_max_pixels_is_the_only_pixel_limit(tmp_path):
+    from PIL import Image
+
+    from shards import BadImage, load_image
+
+    # A 10000 x 9000 PNG (90 MP, above Pillow's own 89.5 MP bomb limit), cheap to write: one grey.
+    Image.new("L", (10000, 9000), 128).save(tmp_path / "big.png")
+    assert load_image(tmp_path / "big.png", max_pixels=100_000_000).shape == (9000, 10000, 3)
+    with pytest.raises(BadImage, match="over the limit of 50000000"):
+        load_image(tmp_path / "big.png", max_pixels=50_000_000)
