@@ -187,6 +187,14 @@ def replay(image: np.ndarray, recipe: Recipe | Mapping[str, Any]) -> np.ndarray:
         if not isinstance(comp, Degradation):
             raise UserError(f"recipe step type must be a single type, got {step.type!r}")
         check_size(image, comp.min_size, comp.name)
-        _, apply_rng = _streams(recipe.seed, i, comp.name)
-        out = _apply_step(comp, out, Step(step.type, step.severity, comp.resolve(step.params)), apply_rng)
+        params_rng, apply_rng = _streams(recipe.seed, i, comp.name)
+        params = comp.resolve(step.params)
+        if step.severity == 0.0 and params != comp.resolve(_jsonable(comp.params(params_rng, 0.0))):
+            # Severity 0 replays the clean image whatever the params say: an edited recipe would
+            # silently lose its edit.
+            raise UserError(
+                f"recipe step {i} ({step.type}) has severity 0, which is the clean image, but params {step.params} "
+                "that severity 0 does not draw; set its severity to null to apply these params"
+            )
+        out = _apply_step(comp, out, Step(step.type, step.severity, params), apply_rng)
     return out

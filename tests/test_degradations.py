@@ -71,6 +71,19 @@ def test_replay_is_bitwise_and_recipe_round_trips_json(name, photo):
 
 
 @pytest.mark.parametrize("name", BUILTIN_TYPES)
+def test_a_severity_0_recipe_replays_the_clean_image_and_refuses_edited_params(name, photo):
+    clean, recipe = D.degrade(photo, name, 0.0, seed=7)
+    assert np.array_equal(clean, photo) and np.array_equal(D.replay(photo, recipe), photo)
+    edited = recipe.to_dict()
+    strong = D.degrade(photo, name, 0.9, seed=7)[1].to_dict()
+    edited["params"] = strong["params"]  # a hand edit of the params only
+    with pytest.raises(D.UserError, match="severity 0, which is the clean image"):
+        D.replay(photo, edited)
+    edited["severity"] = None  # as the message says: now they apply
+    assert np.array_equal(D.replay(photo, edited), D.replay(photo, strong))
+
+
+@pytest.mark.parametrize("name", BUILTIN_TYPES)
 def test_seed_changes_output(name, photo):
     a, _ = D.degrade(photo, name, 0.5, seed=1)
     b, _ = D.degrade(photo, name, 0.5, seed=2)
