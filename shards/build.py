@@ -122,7 +122,7 @@ def build(
     with folder_lock(out):  # two builds into one OUT would mix their shards under one record
         _prepare_out(out, record, overwrite)
         write_record(out, record)
-        todo = [s for s in plan if not ((out / s.parquet).is_file() and (out / s.tar).is_file())]
+        todo = [s for s in plan if not _shard_done(out, s)]
         job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, codec, scorer)
         token = hashlib.blake2b(f"{out}\n{json.dumps(record, sort_keys=True)}".encode(), digest_size=6).hexdigest()
         used = _run(todo, job, token, workers, scheduler, progress) if todo else "nothing to do"
@@ -323,6 +323,28 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
             "the others are done: rerun the same command to retry the failed ones"
         )
     return used
+
+
+def _shard_done(out: Path, spec: ShardSpec) -> bool:
+    """Whether a shard of an earlier run can be kept: its table reads and its tar holds at least the
+    member bytes the table lists. A damaged table or an emptied tar is removed, so the rerun makes
+    them again, instead of every rerun failing on them (or trusting an empty shard)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table, tar = out / spec.parquet, out / spec.tar
+    if not (table.is_file() and tar.is_file()):
+        return False
+    try:
+        listed = pc.sum(pq.read_table(table, columns=["bytes"]).column("bytes")).as_py() or 0
+        whole = tar.stat().st_size >= listed + 1024  # a tar ends with two 512-byte zero blocks
+    except (OSError, pa.ArrowException, KeyError):
+        whole = False
+    if not whole:
+        table.unlink(missing_ok=True)
+        tar.unlink(missing_ok=True)
+    return whole
 
 
 def _finish(out: Path, plan: list[ShardSpec], record: dict[str, Any]) -> Report:

@@ -351,3 +351,16 @@ def test_a_build_leaves_this_process_environment_as_it_was(tmp_path):
     before = dict(os.environ)
     shards.build("builtin", tmp_path / "out", shards.BuildConfig(patch=64, patches_per_image=1, types=("noise",)), workers=1, progress=False)
     assert dict(os.environ) == before
+
+
+def test_a_damaged_shard_table_or_an_emptied_tar_is_made_again_on_rerun(reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "b"
+    shutil.copytree(reference, out)
+    tables = sorted(out.glob("*/*/shard-*.parquet"))
+    tables[0].write_bytes(b"not parquet at all")
+    tables[1].with_suffix(".tar").write_bytes(b"")
+    result = shards.build("builtin", out, CONFIG, workers=1, progress=False)
+    assert result.shards_skipped == len(tables) - 2  # the rerun remade both, kept the rest
+    assert_same_tree(reference, out)
