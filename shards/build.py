@@ -16,6 +16,7 @@ Order of a build, and why:
 from __future__ import annotations
 
 import contextlib
+import errno
 import dataclasses
 import hashlib
 import json
@@ -51,6 +52,7 @@ from shards.sources import Source, list_sources
 # the photo cache has a budget.
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}
 _ENV_KEY = "distributed.nanny.pre-spawn-environ."
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 RETRIES = 2  # per shard: a worker lost to the OOM killer or a flaky disk should not end a long build
 
 
@@ -309,7 +311,15 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
             for future in as_completed(futures):
                 spec = futures.pop(future)
                 if future.status == "error":
-                    failures.append(f"{spec.name}: {future.exception()!r}")
+                    err = future.exception()
+                    if isinstance(err, OSError) and err.errno in DISK_FULL:
+                        # Every other shard would fail the same way, three times each: stop now.
+                        client.cancel(list(futures))
+                        raise D.NotWritable(
+                            f"no space left on the device of {job.out} (writing {spec.name}); the shards done are "
+                            "kept: free space and rerun the same command to resume"
+                        )
+                    failures.append(f"{spec.name}: {err!r}")
                 else:
                     result: ShardResult = future.result()
                     errors += result.errors

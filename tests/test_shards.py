@@ -7,6 +7,7 @@ compared byte for byte with the reference one, built with 2 workers.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -364,3 +365,28 @@ def test_a_damaged_shard_table_or_an_emptied_tar_is_made_again_on_rerun(referenc
     result = shards.build("builtin", out, CONFIG, workers=1, progress=False)
     assert result.shards_skipped == len(tables) - 2  # the rerun remade both, kept the rest
     assert_same_tree(reference, out)
+
+
+def test_a_full_disk_is_one_clear_error_at_once(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("needs a small tmpfs (mount as root) to fill")
+    try:
+        cmd = [sys.executable, "-m", "pipeline.cli", "build", "--source", "builtin", "--out", str(disk / "b"),
+               "--workers", "1", "--quiet", *CLI_ARGS]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 2 and last.startswith("perceive-ir build: error: no space left on the device")
+        assert "failed after" not in done.stderr  # at once, not after every shard was retried
+        assert not (disk / "b" / "manifest.parquet").exists()
+        with open(disk / "filler", "wb") as f:  # full before the build starts: its record cannot be written
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+        cmd[cmd.index("--out") + 1] = str(disk / "c")
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "no space left on the device" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

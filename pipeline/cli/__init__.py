@@ -13,6 +13,7 @@ and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -65,4 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except UserError as err:  # the user's to fix: one clear line, no traceback
         print(f"perceive-ir {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"perceive-ir {args.command}: error: no space left on the device{where}; free space and rerun "
+              "(builds and training runs resume)", file=sys.stderr)
         return 2
