@@ -148,6 +148,15 @@ def test_resume_after_a_crash_gives_the_same_parameters(tmp_path):
     changed["optim"]["lr"] = changed["optim"]["lr"] / 2
     with pytest.raises(D.UserError, match="optim.lr: .* would be ignored"):
         run_fit("restorer", changed, ListLoader(batches))
+    # The weights are the saved model's: another model is refused; other changes are applied and named.
+    from pipeline.train.trainer import _check_kept_settings
+
+    changed = config("restorer", tmp_path / "cut", steps=8, resume=True)
+    changed["model"]["cfe"] = False
+    with pytest.raises(D.UserError, match=r"model and seed cannot change \(model.cfe: True -> False\)"):
+        run_fit("restorer", changed, ListLoader(batches))
+    longer = config("restorer", tmp_path / "cut", steps=12, resume=True)
+    assert _check_kept_settings(tmp_path / "cut" / "config.yaml", longer) == ["optim.steps: 8 -> 12"]
 
 
 def test_a_damaged_checkpoint_is_refused_and_the_resume_falls_back_to_the_previous_one(tmp_path):

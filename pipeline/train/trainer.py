@@ -211,8 +211,10 @@ class _Run:
         candidates = [p for p in (self.out / LAST, self.out / checkpoint.PREVIOUS) if p.is_file()]
         if not (self.run_cfg.get("resume") and candidates):
             return False, 0
-        _check_kept_settings(self.out / "config.yaml", self.config)
+        applied = _check_kept_settings(self.out / "config.yaml", self.config)
         state, used = self._load_newest_good(candidates)
+        if applied:
+            self.log("resuming with changed settings: " + "; ".join(applied))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -306,24 +308,42 @@ class _Run:
         barrier()
 
 
-# Settings a resume takes from the checkpoint (the optimiser's param groups), not from the config.
-KEPT_ON_RESUME = ("lr", "weight_decay")
+# Settings a resume cannot apply: the restored optimiser's param groups hold lr and weight decay,
+# the checkpoint's weights are those of the saved model, and the seed fixed every random stream.
+KEPT_ON_RESUME = ("optim.lr", "optim.weight_decay")
+FIXED_ON_RESUME = ("model.", "seed")
 
 
-def _check_kept_settings(saved_config: Path, config: Mapping[str, Any]) -> None:
-    """Refuse a resume whose config changes what the restored optimiser state would silently override."""
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_kept_settings(saved_config: Path, config: Mapping[str, Any]) -> list[str]:
+    """The settings a resume changes, as `key: old -> new`; UserError for those it cannot apply."""
     import yaml
 
     from degradations import UserError
 
     if not saved_config.is_file():
-        return
-    saved = (yaml.safe_load(saved_config.read_text()) or {}).get("optim", {})
-    changed = [f"optim.{k}: {saved[k]} -> {config['optim'][k]}" for k in KEPT_ON_RESUME
-               if k in saved and k in config["optim"] and float(saved[k]) != float(config["optim"][k])]
-    if changed:
-        raise UserError(f"run.resume=true restores the optimiser as it was saved, so {'; '.join(changed)} would be ignored; "
-                        f"set {'it' if len(changed) == 1 else 'them'} back, or train into another run.out")
+        return []
+    saved, now = _flat(yaml.safe_load(saved_config.read_text()) or {}), _flat(config)
+    changed = {k: f"{k}: {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now))
+               if k != "run.resume" and saved.get(k) != now.get(k)}
+    kept = [text for k, text in changed.items() if k in KEPT_ON_RESUME]
+    if kept:
+        raise UserError(f"run.resume=true restores the optimiser as it was saved, so {'; '.join(kept)} would be ignored; "
+                        f"set {'it' if len(kept) == 1 else 'them'} back, or train into another run.out")
+    fixed = [text for k, text in changed.items() if k.startswith(FIXED_ON_RESUME)]
+    if fixed:
+        raise UserError(f"run.resume=true continues the saved run, whose model and seed cannot change ({'; '.join(fixed)}); "
+                        "set them back, or train into another run.out")
+    return list(changed.values())
 
 
 def _all_finite(logged: Mapping[str, float], device: torch.device) -> bool:
