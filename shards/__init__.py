@@ -8,7 +8,7 @@
 """
 
 from shards.build import BuildError, BuildResult, build
-from shards.codec import Codec, decode, parse_codec
+from shards.codec import Codec, decode, image_size, parse_codec
 from shards.config import DEFAULT_TYPES, BuildConfig, parse_splits
 from shards.files import atomic_output, output_folder
 from shards.format import FORMAT_VERSION, MEMBER_TIERS, Build, FormatError, open_build, type_dir
@@ -21,5 +21,5 @@ __all__ = [
     "BUILTIN", "DEFAULT_TYPES", "FORMAT_VERSION", "IMAGE_SUFFIXES", "MEMBER_TIERS",
     "BadImage", "Build", "BuildConfig", "BuildError", "BuildResult", "Codec", "FormatError", "Report", "SampleSpec", "ShardSpec",
     "Source", "atomic_output", "output_folder", "build", "decode", "image_files", "inspect", "list_sources", "load_image", "load_photo", "load_sources",
-    "make_plan", "open_build", "parse_codec", "parse_splits", "read_samples", "sample_key", "split_of", "type_dir",
+    "image_size", "make_plan", "open_build", "parse_codec", "parse_splits", "read_samples", "sample_key", "split_of", "type_dir",
 ]

@@ -16,8 +16,8 @@ Order of a build, and why:
 from __future__ import annotations
 
 import contextlib
-import errno
 import dataclasses
+import errno
 import hashlib
 import json
 import logging

@@ -76,6 +76,19 @@ def parse_codec(spec: str, png_level: int = 1) -> Codec:
     raise D.UserError(f"unknown --codec {spec!r}; choose png, webp (lossless) or jpeg:Q (lossy)")
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, without decoding; None when unreadable."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None  # decode() then says what is wrong
+
+
 def decode(data: bytes, *, view: bool = False) -> np.ndarray:
     """Encoded bytes of any of these codecs -> uint8 RGB (OpenCV: the fastest PNG decoder at hand).
 

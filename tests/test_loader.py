@@ -587,3 +587,52 @@ def test_killing_the_loaders_process_leaves_no_worker_or_forkserver_behind(build
     while any(_running(p) for p in helpers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in helpers if _running(p)]
+
+
+def _rewrite_members(tar_path: Path, change) -> str:
+    """Rewrite a shard with `change(members)` applied to its first sample's {suffix: bytes}; that sample's key."""
+    import io
+
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    key = members[0][0].name.split(".")[0]
+    first = {m.name.split(".", 1)[1]: data for m, data in members if m.name.split(".")[0] == key}
+    change(first)
+    with tarfile.open(tar_path, "w") as tar:
+        for m, data in members:
+            if m.name.split(".")[0] == key:
+                data = first[m.name.split(".", 1)[1]]
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    return key
+
+
+def test_swapped_members_a_bomb_member_and_a_fifo_shard_are_refused_and_reported(build, tmp_path):
+    import cv2
+
+    root, _ = build
+    out = tmp_path / "b"
+    shutil.copytree(root, out)
+
+    def swap(first):
+        first["hq.png"], first["lq.png"] = first["lq.png"], first["hq.png"]
+
+    def bomb(first):  # a 4000 x 4000 PNG where a small patch belongs: 48 MB once decoded
+        first["lq.png"] = cv2.imencode(".png", np.zeros((4000, 4000, 3), np.uint8))[1].tobytes()
+
+    swapped = _rewrite_members(out / "train/noise/shard-000000.tar", swap)
+    bombed = _rewrite_members(out / "train/rain/shard-000000.tar", bomb)
+    fifo = out / "train/rain/shard-000001.tar"
+    fifo.unlink()
+    os.mkfifo(fifo)  # reading it would block for ever
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ShardProblemWarning)
+        ld = loader(out)
+        seen = keys_of(epoch_batches(ld))
+        unverified = loader(out, verify=False)
+        epoch_batches(unverified)
+    assert swapped not in seen and bombed not in seen
+    problems = " | ".join(ld.problems.values())
+    assert "not the one the manifest lists (SHA-256)" in problems and "not a regular file" in problems
+    # Without digests the swap goes through, but the bomb is still refused from its header.
+    assert "is 4000x4000, the manifest says" in " | ".join(unverified.problems.values())

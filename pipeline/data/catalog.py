@@ -31,7 +31,7 @@ from pipeline.data.tar_stream import open_url
 from shards.format import check_version, open_build, shard_manifest, shard_version
 
 _FETCHERS = 16  # per-shard manifests read at once from a list of URLs
-_COLUMNS = ["key", "split", "type", "tier", "severity", "score", "shard", "width", "height"]
+_COLUMNS = ["key", "split", "type", "tier", "severity", "score", "shard", "width", "height", "sha256"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class Catalog:
     severity: np.ndarray  # (N, 3) float32, columns in D.TIERS order (lq, mq, hq)
     score: np.ndarray  # (N, 3) float32, same columns
     sizes: np.ndarray  # (N, 2) int: width, height of the sample's images
+    # (N, 3) uint64, D.TIERS columns: the first 8 bytes of each member's SHA-256 as the manifest lists
+    # it (0: no member), checked before decoding; 8 bytes tell a swapped or rewritten member apart
+    # at 24 bytes a sample instead of 3 x 64 characters
+    member_sha: np.ndarray | None = None
     # the calibration the build was tiered with; None for a URL list (no build record)
     calibration: D.Calibration | None = None
     # per shard, a digest of its manifest as read from a URL list ("" for a build root): names the
@@ -73,6 +77,15 @@ class Catalog:
         for path, n in zip(self.shard_paths, np.diff(self.shard_start)):
             h.update(f"{path}\t{int(n)}\n".encode())
         return h.hexdigest()
+
+
+def _sha_prefix(hexdigest: object) -> int:
+    return int(hexdigest[:16], 16) if isinstance(hexdigest, str) and len(hexdigest) >= 16 else 0
+
+
+def member_sha_prefix(data: bytes) -> int:
+    """What `Catalog.member_sha` holds for a member's bytes."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
 
 
 def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
@@ -139,6 +152,9 @@ def _catalog(
     wide = frame.pivot(index="key", columns="tier", values=["severity", "score"]).reindex(index=keys)
     severity = np.stack([wide["severity"].get(t, pd.Series(np.nan, index=wide.index)) for t in D.TIERS], axis=1)
     score = np.stack([wide["score"].get(t, pd.Series(np.nan, index=wide.index)) for t in D.TIERS], axis=1)
+    sha = frame.pivot(index="key", columns="tier", values="sha256").reindex(index=keys)
+    member_sha = np.stack([sha[t].map(_sha_prefix).to_numpy(dtype=np.uint64) if t in sha else np.zeros(len(keys), np.uint64)
+                           for t in D.TIERS], axis=1)
 
     shard_type_name = samples.groupby("shard", sort=True)["type"].first().reindex(paths)
     mixed = samples.groupby("shard")["type"].nunique()
@@ -157,6 +173,7 @@ def _catalog(
         severity=severity.astype(np.float32),
         score=score.astype(np.float32),
         sizes=samples[["width", "height"]].to_numpy(dtype=np.int64),
+        member_sha=member_sha,
         calibration=calibration,
         shard_versions=tuple((versions or {}).get(urls[p], "") for p in paths),
     )

@@ -109,7 +109,7 @@ class StreamLoader:
 
     def __init__(
         self, catalog: Catalog, config: LoaderConfig, mode: Mode, rank: int, num_workers: int, pin_memory: bool, epoch: int,
-        cache_dir: str | None = None,
+        cache_dir: str | None = None, verify: bool = True,
     ) -> None:
         self.catalog, self.config, self.rank = catalog, config, rank
         self.num_workers, self.pin_memory = num_workers, pin_memory
@@ -118,7 +118,7 @@ class StreamLoader:
             config.drop_last,
         )
         check_spec(catalog, self.spec)
-        self.maker = SampleMaker(catalog, mode, config.seed, config.crop, config.augment)
+        self.maker = SampleMaker(catalog, mode, config.seed, config.crop, config.augment, verify)
         self.epoch, self.batches_done = _non_negative("epoch", epoch), 0
         self.skipped = 0
         self.problems: dict[str, str] = {}
@@ -315,6 +315,7 @@ def make_loader(
     pin_memory: bool = False,
     cache_dir: str | Path | None = None,
     drop_last: bool = True,
+    verify: bool = True,
 ) -> StreamLoader:
     """A loader over the shards of `split` for this rank.
 
@@ -333,6 +334,10 @@ def make_loader(
     augment: random crop boxes and flips; False gives the centre box.
     drop_last: False reads every sample exactly once, the last batch partial
         (evaluation, in one process: no ranks, weights or resampling).
+    verify: check each member's bytes against the SHA-256 its manifest lists before decoding (a
+        swapped or rewritten member is replaced and reported like a damaged one); about 1 % of a
+        member's decode time. A member whose header claims another size than the manifest's is
+        refused either way, before it is decoded.
     cache_dir: remote shards are downloaded there once per machine and read
         from disk, instead of being streamed by every worker of every rank
         (local shards are read in place). Never evicted; Unix file locks.
@@ -371,7 +376,7 @@ def make_loader(
     made = kind.create(catalog, names)
     _check_sizes(catalog, crop, made, names)
     config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment, drop_last)
-    return StreamLoader(catalog, config, made, rank, num_workers, pin_memory, epoch, None if cache_dir is None else str(cache_dir))
+    return StreamLoader(catalog, config, made, rank, num_workers, pin_memory, epoch, None if cache_dir is None else str(cache_dir), verify)
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:

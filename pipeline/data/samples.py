@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import get_worker_info
 
 import degradations as D
-from pipeline.data.catalog import Catalog
+from pipeline.data.catalog import Catalog, member_sha_prefix
 from pipeline.data.modes import Entry, Mode
-from shards import decode
+from shards import decode, image_size
 
 
 class UnusableSample(Exception):
@@ -38,6 +38,7 @@ class SampleMaker:
     seed: int
     crop: int | None  # square side; None keeps the whole patch
     augment: bool  # random box and flips; False: centre box, no flips
+    verify: bool = True  # members checked against the manifest's SHA-256 before decoding
 
     def make(self, sid: int, members: dict[str, bytes], epoch: int, repeat: int, draw: int | None = None) -> dict[str, Any]:
         """The batch entry of sample `sid`: key, type and the mode's fields (images may be strided views)."""
@@ -46,6 +47,18 @@ class SampleMaker:
         missing = [n for n in names if n not in members]
         if missing:
             raise UnusableSample(f"sample {key} has no {'/'.join(missing)} member")
+        if self.verify and self.catalog.member_sha is not None:
+            for n in names:
+                expected = int(self.catalog.member_sha[sid, D.TIERS.index(n)]) if n in D.TIERS else 0
+                if expected and member_sha_prefix(members[n]) != expected:
+                    raise UnusableSample(f"sample {key}: its {n} member is not the one the manifest lists (SHA-256)")
+        # The manifest's size bounds what is decoded: a member that claims more pixels (a PNG bomb)
+        # is refused from its header before any memory is spent on it.
+        width, height = (int(v) for v in self.catalog.sizes[sid])
+        for n in names:
+            size = image_size(members[n])
+            if size is not None and size != (width, height):
+                raise UnusableSample(f"sample {key}: its {n} member is {size[0]}x{size[1]}, the manifest says {width}x{height}")
         try:
             decoded = {n: decode(members[n], view=True) for n in names}
         except (ValueError, cv2.error) as err:

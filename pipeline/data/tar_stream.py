@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
+import stat
 import tarfile
 from collections.abc import Container, Generator
 from pathlib import Path
@@ -118,6 +120,10 @@ def read_samples(
     to be downloaded again the next time it is needed).
     """
     local = cached(url, cache_dir, version) if cache_dir is not None else url
+    if is_local(local):
+        path = urlparse(local).path if urlparse(local).scheme == "file" else local
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
+            raise OSError(f"{path} is not a regular file")
     stream = open_url(local)
     try:
         # Seeking over unwanted members pays on a local disk; on object storage each seek would be a request.
