@@ -189,7 +189,8 @@ def replay(image: np.ndarray, recipe: Recipe | Mapping[str, Any]) -> np.ndarray:
         check_size(image, comp.min_size, comp.name)
         params_rng, apply_rng = _streams(recipe.seed, i, comp.name)
         params = comp.resolve(step.params)
-        if step.severity == 0.0 and params != comp.resolve(_jsonable(comp.params(params_rng, 0.0))):
+        edited = step.severity == 0.0 and params != comp.resolve(_jsonable(comp.params(params_rng, 0.0)))
+        if edited and recipe.engine_version == ENGINE_VERSION:  # another engine may draw other severity-0 params
             # Severity 0 replays the clean image whatever the params say: an edited recipe would
             # silently lose its edit.
             raise UserError(

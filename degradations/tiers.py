@@ -1,4 +1,5 @@
-"""Quality tiers: bands of one measured full-reference score, the same for every type.
+"""Quality tiers: bands of one measured full-reference score, the same for every type unless a
+benchmark match gave a type its own (`Calibration.bands_for`, `perceive-ir calibrate --match`).
 
 Why SSIM by default: it is bounded in [0, 1], falls for every type we make
 (noise, blur, haze, rain, darkness, codecs), needs no network and is cheap

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ from shards.manifest import merge_manifests, read_shard_errors, write_errors
 from shards.plan import ShardSpec, make_plan
 from shards.report import Report
 from shards.sample import Scorer
-from shards.shard import ShardJob, ShardResult, forget_photos, run_shard
+from shards.shard import DISK_FULL, ShardJob, ShardResult, forget_photos, run_shard
 from shards.sources import Source, list_sources
 
 # glibc malloc settings for the workers. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which
@@ -52,7 +51,6 @@ from shards.sources import Source, list_sources
 # the photo cache has a budget.
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}
 _ENV_KEY = "distributed.nanny.pre-spawn-environ."
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 RETRIES = 2  # per shard: a worker lost to the OOM killer or a flaky disk should not end a long build
 
 
@@ -190,7 +188,7 @@ def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
         if "files_sha256" not in old.get("sources", {}):  # made before files were fingerprinted
             old = {**old, "sources": {**old.get("sources", {}), "files_sha256": record["sources"]["files_sha256"]}}
         diff = _differences(old, record)
-        if diff == [d for d in diff if d.startswith("sources.files_sha256")] and diff and not overwrite:
+        if diff and all(d.startswith("sources.files_sha256") for d in diff) and not overwrite:
             raise D.OutputExists(
                 f"{out} holds a build of the same photos and config, but a photo changed since it started (edited, "
                 "replaced or touched: the size or modification time of a file differs); resuming would mix its "
@@ -311,17 +309,15 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
             for future in as_completed(futures):
                 spec = futures.pop(future)
                 if future.status == "error":
-                    err = future.exception()
-                    if isinstance(err, OSError) and err.errno in DISK_FULL:
-                        # Every other shard would fail the same way, three times each: stop now.
-                        client.cancel(list(futures))
-                        raise D.NotWritable(
-                            f"no space left on the device of {job.out} (writing {spec.name}); the shards done are "
-                            "kept: free space and rerun the same command to resume"
-                        )
-                    failures.append(f"{spec.name}: {err!r}")
+                    failures.append(f"{spec.name}: {future.exception()!r}")
                 else:
                     result: ShardResult = future.result()
+                    if result.disk_full:  # every other shard would fail the same way: stop now
+                        client.cancel(list(futures))
+                        raise D.NotWritable(
+                            f"no space left on the device of {job.out} (writing {spec.name}: {result.disk_full}); the "
+                            "shards done are kept: free space and rerun the same command to resume"
+                        )
                     errors += result.errors
                 bar.update(len(spec.samples))
                 bar.set_postfix(errors=errors, refresh=False)
@@ -349,7 +345,7 @@ def _shard_done(out: Path, spec: ShardSpec) -> bool:
     try:
         listed = pc.sum(pq.read_table(table, columns=["bytes"]).column("bytes")).as_py() or 0
         whole = tar.stat().st_size >= listed + 1024  # a tar ends with two 512-byte zero blocks
-    except (OSError, pa.ArrowException, KeyError):
+    except (pa.ArrowException, KeyError):  # not a table we wrote; an OSError (a flaky mount) propagates
         whole = False
     if not whole:
         table.unlink(missing_ok=True)

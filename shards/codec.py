@@ -9,6 +9,9 @@ timestamps or other ancillary chunks are written).
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +79,24 @@ def parse_codec(spec: str, png_level: int = 1) -> Codec:
     raise D.UserError(f"unknown --codec {spec!r}; choose png, webp (lossless) or jpeg:Q (lossy)")
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+@contextmanager
+def pillow_pixel_limit_lifted() -> Iterator[None]:
+    """Pillow's own pixel limit (89.5 MP warns, 179 MP raises) off while a header is read: the callers
+    apply their own limit from the header (--max-pixels, the manifest's size) before decoding.
+    Pillow's limit is process-global, so the change is made under a lock and undone."""
+    from PIL import Image
+
+    with _PILLOW_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from an encoded image's header, without decoding; None when unreadable."""
     import io
@@ -83,9 +104,9 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+        with pillow_pixel_limit_lifted(), Image.open(io.BytesIO(data)) as im:  # reads the header only
             return im.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError, ValueError):
         return None  # decode() then says what is wrong
 
 

@@ -5,7 +5,7 @@ drawn in the calibrated range of that tier, the patch is degraded and
 scored against the clean patch. Calibration ranges hold for the mean photo;
 a flat sky or a busy texture can sit far from it, which is why a search
 follows a miss (see `degraded_slot`). A patch that cannot reach a tier is
-skipped and reported, so every stored image has tier == tier_of(score).
+skipped and reported, so every stored image has tier == tier_of(score) under its type's bands.
 
 Every draw comes from generators seeded by (dataset seed, key, slot,
 attempt), so a sample is the same whichever worker makes it, and when.

@@ -8,6 +8,7 @@ the tar is in place: its presence marks the shard done.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,6 +30,8 @@ from shards.plan import SampleSpec, ShardSpec
 from shards.sample import SampleError, Scorer, make_slots, patch_box
 from shards.sources import BadImage, Source
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @dataclass(frozen=True)
 class ShardJob:
@@ -48,6 +51,7 @@ class ShardResult:
     name: str
     samples: int
     errors: int
+    disk_full: str = ""  # the OSError, when the disk filled: returned, not raised, so dask does not retry it
 
 
 class _PhotoCache:
@@ -116,6 +120,15 @@ def forget_photos() -> None:
 
 def run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     """Build one shard into job.out; unusable photos and unreachable tiers become error rows, not failures."""
+    try:
+        return _run_shard(spec, job)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        return ShardResult(spec.name, 0, 0, disk_full=str(err))
+
+
+def _run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     cv2.setNumThreads(1)  # one worker process per core: OpenCV's own threads would only contend
     out = Path(job.out)
     (out / spec.tar).parent.mkdir(parents=True, exist_ok=True)

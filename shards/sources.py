@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import degradations as D
+from shards.codec import pillow_pixel_limit_lifted
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 100_000_000  # beyond this a file is treated as a decompression bomb
@@ -64,33 +64,26 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise BadImage(f"cannot read: {err.strerror}") from err
     if size == 0:
         raise BadImage("empty file (0 bytes)")
-    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # --max-pixels is the one limit, checked below from the header before anything is decoded:
-            # Pillow's own (89.5 MP) would refuse larger photos first. Process-global, so lifted for
-            # this open only (a build decodes one image at a time per process).
-            Image.MAX_IMAGE_PIXELS = None
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise BadImage(f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels} (--max-pixels; "
-                                   "a decompression bomb, or a photo to allow with a higher limit)")
-                im = ImageOps.exif_transpose(im)
-                array = _high_bit_depth(im) if im.mode.startswith(("I", "F")) else None
-                if array is None:
-                    array = np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB" if im.mode != "L" else "L"))
+        # --max-pixels is the one limit, checked from the header before anything is decoded: Pillow's
+        # own (89.5 MP) would refuse larger photos first.
+        with pillow_pixel_limit_lifted():
+            opened = Image.open(path)  # the header only
+        with opened:
+            w, h = opened.size
+            if w * h > max_pixels:
+                raise BadImage(f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels} (--max-pixels; "
+                               "a decompression bomb, or a photo to allow with a higher limit)")
+            im = ImageOps.exif_transpose(opened)
+            array = _high_bit_depth(im) if im.mode.startswith(("I", "F")) else None
+            if array is None:
+                array = np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB" if im.mode != "L" else "L"))
     except BadImage:
         raise
     except UnidentifiedImageError:
         raise BadImage("not an image PIL can identify") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise BadImage(f"decompression bomb: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise BadImage(f"corrupt or truncated image: {err}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = pil_limit
     try:
         return D.as_rgb_uint8(array)
     except ValueError as err:

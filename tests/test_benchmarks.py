@@ -414,5 +414,5 @@ def test_match_on_lol_puts_every_real_input_in_a_band():
     cal = match_calibration(D.default_calibration(), f"lol={SHARED / 'LOL_eval15'}", "low_light", patch=128,
                             patches_per_image=1, severities=(0.0, 0.25, 0.5, 0.75, 1.0))
     record = cal.curve("low_light").match
-    assert record["pairs"] == 15 and record["real_tiers"]["lq"] == 15
+    assert record["pairs"] == 15 and record["real_tiers"]["lq"] == 15 and record["real_tiers"]["below"] == 0
     assert cal.bands_for("low_light")["lq"][0] < 0.2 and 0.0 < record["severity"] < 1.0

@@ -636,3 +636,18 @@ def test_swapped_members_a_bomb_member_and_a_fifo_shard_are_refused_and_reported
     assert "not the one the manifest lists (SHA-256)" in problems and "not a regular file" in problems
     # Without digests the swap goes through, but the bomb is still refused from its header.
     assert "is 4000x4000, the manifest says" in " | ".join(unverified.problems.values())
+
+
+def test_a_member_header_beyond_pillows_own_limit_is_still_measured():
+    import struct
+    import zlib
+
+    from shards import image_size
+
+    # A PNG header claiming 20000 x 10000 (200 MP, past Pillow's 179 MP error): read, not decoded.
+    ihdr = struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0)
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    assert image_size(png) == (20000, 10000)

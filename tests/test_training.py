@@ -180,6 +180,9 @@ def test_a_damaged_checkpoint_is_refused_and_the_resume_falls_back_to_the_previo
     last.write_bytes(last.read_bytes()[:1000])
     with pytest.raises(checkpoint.CheckpointDamaged, match="does not load"):
         checkpoint.load(last)
+    last.write_bytes(os.urandom(4000))  # not even a zip: torch refuses to unpickle it
+    with pytest.raises(checkpoint.CheckpointDamaged, match="does not load"):
+        checkpoint.load(last)
 
 
 class _SigtermAfter(ListLoader):

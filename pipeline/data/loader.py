@@ -282,7 +282,9 @@ def _exit_with(pid: int) -> None:
 
     def watch() -> None:
         if pidfd is not None:
-            select.select([pidfd], [], [])
+            poller = select.poll()  # not select(): it fails for descriptors above 1023
+            poller.register(pidfd, select.POLLIN)
+            poller.poll()
         else:
             while True:
                 time.sleep(1.0)

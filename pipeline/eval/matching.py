@@ -8,7 +8,7 @@ then
 
 * moves the type's bands so its degraded tiers (mq and lq) hold the real inputs from their 5th to
   their 95th percentile: the lq floor lowered where LOL's inputs fall below it, the hq floor raised
-  where a third of Rain100L's rainy inputs would score as hq (the bands become the type's own; the
+  where 41 of Rain100L's 100 rainy inputs would score as hq (the bands become the type's own; the
   other types keep the global ones), and
 * measures the type's severity -> score curve again on the benchmark's clean images, so its tier
   ranges are severities of this content, under those bands.
@@ -75,7 +75,8 @@ def match_calibration(
     scores = real_scores(tasks, base.metric, max_images)
     if not scores:
         raise D.UserError(f"{spec}: no pairs to match")
-    bands = matched_bands(base.bands_for(name) if name in base.types else dict(base.bands), scores, base.metric)
+    start = base.bands_for(name) if name in base.types else dict(base.bands)
+    bands = matched_bands(start, scores, base.metric)
     # A noise set's sigma tasks share their clean images: the curve is measured on them once.
     cleans = {}
     for i, (image_name, _, clean) in enumerate(tasks[0].images()):
@@ -90,13 +91,16 @@ def match_calibration(
     envelope = np.minimum.accumulate(np.asarray(measured.mean))
     real_mean = float(np.mean(scores))
     severity = D.severity_at(np.asarray(measured.severities), envelope, real_mean)
-    tiers = [D.tier_of(s, base.metric, bands) for s in scores]
+    # Below the lq floor is no tier (tier_of would call it lq): up to 5 % of the inputs may lie there.
+    tiers = ["below" if s < bands["lq"][0] else D.tier_of(s, base.metric, bands) for s in scores]
     notes = list(measured.notes)
     title = tasks[0].benchmark.title
-    for tier, edge in (("lq", "floor"), ("hq", "floor")):
-        was, now = base.bands[tier][0], bands[tier][0]
+    for tier in ("lq", "hq"):
+        was, now = start[tier][0], bands[tier][0]
         if was != now:
-            notes.append(f"{tier} {edge} moved from {was:g} to {now:g} so the degraded tiers cover {title}'s inputs")
+            notes.append(f"{tier} floor moved from {was:g} to {now:g} so the degraded tiers cover {title}'s inputs")
+    if tiers.count("hq") > len(scores) // 20:
+        notes.append(f"{tiers.count('hq')} of {len(scores)} real inputs still score as hq: the hq floor cannot rise further")
     if severity is None:
         notes.append(f"the strongest setting reaches a mean {base.metric} of {envelope[-1]:.3f}, milder than "
                      f"{title}'s inputs ({real_mean:.3f}): the type's model falls short of this benchmark")
@@ -108,7 +112,7 @@ def match_calibration(
         "metric": base.metric,
         "real": {"mean": round(real_mean, 5), "p5": round(float(np.percentile(scores, 5)), 5),
                  "p95": round(float(np.percentile(scores, 95)), 5)},
-        "real_tiers": {t: tiers.count(t) for t in D.TIERS},
+        "real_tiers": {t: tiers.count(t) for t in ("below", *D.TIERS)},
         "severity": None if severity is None else round(severity, 4),
         "strongest_mean": round(float(envelope[-1]), 5),
         "patch": patch, "patches_per_image": patches_per_image, "seed": seed,
@@ -130,7 +134,7 @@ def format_match(calibration: D.Calibration, type_name: str) -> str:
     lines = [
         f"{name} matched to {m['benchmark']} ({m['pairs']} real inputs, {m['clean_images']} clean images):",
         f"  real {m['metric']}: mean {real['mean']:.3f}, 5th-95th percentile {real['p5']:.3f}-{real['p95']:.3f}; "
-        "in tiers " + ", ".join(f"{t} {m['real_tiers'][t]}" for t in D.TIERS),
+        "in tiers " + ", ".join(f"{t} {m['real_tiers'][t]}" for t in ("below", *D.TIERS)),
         "  bands: " + ", ".join(f"{t} [{bands[t][0]:g}, {bands[t][1]:g})" for t in D.TIERS),
         f"  matched severity (mean {m['metric']} equal to the real mean): "
         + ("none: the type never gets that degraded" if m["severity"] is None else f"{m['severity']:.3f}"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle  # only for its exception: torch.load(weights_only=True) raises it for a foreign file
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,13 @@ def verify(path: str | Path) -> None:
     (written before digests, or a crash between the two renames) passes: its rename was atomic."""
     path = Path(path)
     recorded = digest_path(path)
-    if recorded.is_file() and recorded.read_text().split()[0] != _sha256(path):
+    if not recorded.is_file():
+        return
+    try:
+        expected = recorded.read_text().split()[0]
+    except (UnicodeDecodeError, IndexError, OSError):
+        raise CheckpointDamaged(f"{path}: its digest file {recorded.name} is damaged") from None
+    if expected != _sha256(path):
         raise CheckpointDamaged(f"{path} is damaged: its SHA-256 differs from the one written with it ({recorded.name})")
 
 
@@ -81,6 +88,7 @@ def save(path: str | Path, state: dict[str, Any]) -> Path:
                 os.replace(digest_path(path), digest_path(previous))
             else:
                 digest_path(previous).unlink(missing_ok=True)
+    digest_path(path).unlink(missing_ok=True)  # a crash before the new one is written leaves none, not a stale one
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
         digest = _sha256(Path(tmp))
@@ -97,5 +105,5 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]
     verify(path)
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as err:  # a truncated zip, a foreign file
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as err:  # a truncated zip, a foreign file
         raise CheckpointDamaged(f"{path} does not load as a checkpoint ({type(err).__name__}: {str(err)[:200]})") from None

@@ -191,14 +191,13 @@ class _Run:
                     stopping = stop.agreed(self.env.device)
                     if self.step % self.run_cfg["checkpoint_every"] == 0 or stopping or self.step == self.schedule.steps:
                         self.save()
-                    if stopping:
+                    if stopping and self.step < self.schedule.steps:  # a stop on the last step is a finished run
                         raise TrainingStopped(
                             f"stopped by SIGTERM at step {self.step} of {self.schedule.steps}: saved {self.out / LAST}; "
                             "no model exported; rerun with run.resume=true to continue"
                         )
-                else:
-                    if validated_at != self.step:  # the final validation, logged like the others
-                        self.last.update(self.validate(metrics))
+                if validated_at != self.step:  # the final validation, logged like the others
+                    self.last.update(self.validate(metrics))
         finally:
             if bar:
                 bar.close()
@@ -232,7 +231,8 @@ class _Run:
                 return checkpoint.load(path, self.env.device), path
             except checkpoint.CheckpointDamaged as err:
                 damaged.append(str(err))
-                self.log(f"{err}; trying the previous checkpoint")
+                if path.name == LAST:
+                    self.log(f"{err}; trying the previous checkpoint")
         raise checkpoint.CheckpointDamaged("no checkpoint to resume from: " + "; ".join(damaged))
 
     def train_step(self, stream: _EpochStream) -> dict[str, float]:
