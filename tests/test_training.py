@@ -309,3 +309,16 @@ def test_training_curves_are_drawn_from_the_logs(tmp_path):
     import cv2
 
     assert cv2.imread(str(png)).shape == (320, 1000, 3)
+
+
+def test_the_cli_exits_143_on_sigterm_without_exporting(monkeypatch, capsys, tmp_path):
+    import pipeline.train
+    from pipeline.cli import main
+    from pipeline.train.trainer import TrainingStopped
+
+    def stopped(stage, config):
+        raise TrainingStopped("stopped by SIGTERM at step 3 of 8: saved last.pt; no model exported")
+
+    monkeypatch.setattr(pipeline.train, "train", stopped)
+    assert main(["train", "restorer", f"data.source={tmp_path}", f"run.out={tmp_path / 'run'}"]) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
