@@ -45,6 +45,11 @@ def real_scores(tasks: list[BenchTask], metric: str, max_images: int | None = No
     return values
 
 
+def _hq_ceiling(metric: str) -> float:
+    """The highest the hq floor may rise: hq keeps a band above it."""
+    return 1.0 - _FLOOR_STEP[metric] if metric == "ssim" else 99.0
+
+
 def matched_bands(bands: dict[str, tuple[float, float]], scores: list[float], metric: str) -> dict[str, tuple[float, float]]:
     """`bands` moved so the degraded tiers (mq, lq) hold the 5th to 95th percentile of the real inputs:
     the lq floor lowered below the 5th, the hq floor raised above the 95th; neither moves inward."""
@@ -56,7 +61,7 @@ def matched_bands(bands: dict[str, tuple[float, float]], scores: list[float], me
         moved["lq"] = (round(max(0.0, math.floor(p5 / step) * step), 4), lq_hi)
     (hq_lo, hq_hi), (mq_lo, _) = bands["hq"], bands["mq"]
     # A real degraded input scored as hq would teach the perceiver that this much rain is clean.
-    ceiling = 1.0 - step if metric == "ssim" else 99.0  # hq keeps a band above it
+    ceiling = _hq_ceiling(metric)
     if hq_lo <= p95 < ceiling:
         top = round(min(ceiling, math.floor(p95 / step) * step + step), 4)
         moved["hq"], moved["mq"] = (top, hq_hi), (mq_lo, top)
@@ -99,7 +104,7 @@ def match_calibration(
         was, now = start[tier][0], bands[tier][0]
         if was != now:
             notes.append(f"{tier} floor moved from {was:g} to {now:g} so the degraded tiers cover {title}'s inputs")
-    if tiers.count("hq") > len(scores) // 20:
+    if float(np.percentile(scores, 95)) >= _hq_ceiling(base.metric):  # matched_bands could not cover them
         notes.append(f"{tiers.count('hq')} of {len(scores)} real inputs still score as hq: the hq floor cannot rise further")
     if severity is None:
         notes.append(f"the strongest setting reaches a mean {base.metric} of {envelope[-1]:.3f}, milder than "
