@@ -149,7 +149,12 @@ def list_sources(source: str | Path) -> list[Source]:
 
 def image_files(folder: Path) -> list[Path]:
     """Every image file under `folder` (recursive, any case of IMAGE_SUFFIXES), sorted."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name says image (any case of IMAGE_SUFFIXES)."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def printable_id(relative: str) -> str:
@@ -183,7 +188,7 @@ def _folder_sources(root: Path) -> list[Source]:
 
     for folder, _, names in os.walk(root, onerror=unreadable):
         for name in names:
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if is_image_name(name):
                 path = Path(folder, name)
                 found.append(_stat_source(path.relative_to(root).as_posix(), path))
     if not os.access(root, os.R_OK | os.X_OK):

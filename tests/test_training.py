@@ -115,19 +115,29 @@ def test_loss_falls_on_a_fixed_batch(stage, tmp_path):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
 
 
-class _StopAfter(ListLoader):
-    """Raises after `n` batches, as a crash would."""
+class _EventAfter(ListLoader):
+    """Calls `event` before serving the batch after the first `n`: a crash raises there, a
+    scheduler's SIGTERM arrives there."""
 
-    def __init__(self, batches: list[dict], n: int) -> None:
+    def __init__(self, batches: list[dict], n: int, event) -> None:
         super().__init__(batches)
-        self.n, self.served = n, 0
+        self.n, self.served, self.event = n, 0, event
 
     def __iter__(self):
         for batch in super().__iter__():
             if self.served == self.n:
-                raise KeyboardInterrupt
+                self.event()
             self.served += 1
             yield batch
+
+
+def _crash() -> None:
+    raise KeyboardInterrupt
+
+
+def _crash_after(batches: list[dict], n: int) -> _EventAfter:
+    """A loader that raises after `n` batches, as a crash would."""
+    return _EventAfter(batches, n, _crash)
 
 
 def run_fit_interrupted(stage, cfg, loader):
@@ -138,7 +148,7 @@ def run_fit_interrupted(stage, cfg, loader):
 def test_resume_after_a_crash_gives_the_same_parameters(tmp_path):
     batches = triplet_batches(3)
     full = run_fit("restorer", config("restorer", tmp_path / "full", steps=8), ListLoader(batches))
-    run_fit_interrupted("restorer", config("restorer", tmp_path / "cut", steps=8, checkpoint_every=4), _StopAfter(batches, 5))
+    run_fit_interrupted("restorer", config("restorer", tmp_path / "cut", steps=8, checkpoint_every=4), _crash_after(batches, 5))
     assert (tmp_path / "cut" / LAST).is_file()
     resumed = run_fit("restorer", config("restorer", tmp_path / "cut", steps=8, resume=True), ListLoader(batches))
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
@@ -149,14 +159,14 @@ def test_resume_after_a_crash_gives_the_same_parameters(tmp_path):
     with pytest.raises(D.UserError, match="optim.lr: .* would be ignored"):
         run_fit("restorer", changed, ListLoader(batches))
     # The weights are the saved model's: another model is refused; other changes are applied and named.
-    from pipeline.train.trainer import _check_kept_settings
+    from pipeline.train.trainer import _resume_changes
 
     changed = config("restorer", tmp_path / "cut", steps=8, resume=True)
     changed["model"]["cfe"] = False
     with pytest.raises(D.UserError, match=r"model and seed cannot change \(model.cfe: True -> False\)"):
         run_fit("restorer", changed, ListLoader(batches))
     longer = config("restorer", tmp_path / "cut", steps=12, resume=True)
-    assert _check_kept_settings(tmp_path / "cut" / "config.yaml", longer) == ["optim.steps: 8 -> 12"]
+    assert _resume_changes(tmp_path / "cut" / "config.yaml", longer) == ["optim.steps: 8 -> 12"]
 
 
 def test_a_damaged_checkpoint_is_refused_and_the_resume_falls_back_to_the_previous_one(tmp_path):
@@ -164,7 +174,7 @@ def test_a_damaged_checkpoint_is_refused_and_the_resume_falls_back_to_the_previo
 
     batches = triplet_batches(3)
     full = run_fit("restorer", config("restorer", tmp_path / "full", steps=8), ListLoader(batches))
-    run_fit_interrupted("restorer", config("restorer", tmp_path / "cut", steps=8, checkpoint_every=2), _StopAfter(batches, 5))
+    run_fit_interrupted("restorer", config("restorer", tmp_path / "cut", steps=8, checkpoint_every=2), _crash_after(batches, 5))
     last, previous = tmp_path / "cut" / LAST, tmp_path / "cut" / checkpoint.PREVIOUS
     assert checkpoint.load(last)["step"] == 4 and checkpoint.load(previous)["step"] == 2  # the one before is kept
     data = bytearray(last.read_bytes())
@@ -185,30 +195,15 @@ def test_a_damaged_checkpoint_is_refused_and_the_resume_falls_back_to_the_previo
         checkpoint.load(last)
 
 
-class _SigtermAfter(ListLoader):
-    """Sends this process SIGTERM after `n` batches, as a scheduler ending the job would."""
-
-    def __init__(self, batches: list[dict], n: int) -> None:
-        super().__init__(batches)
-        self.n, self.served = n, 0
-
-    def __iter__(self):
-        import signal
-
-        for batch in super().__iter__():
-            if self.served == self.n:
-                os.kill(os.getpid(), signal.SIGTERM)
-            self.served += 1
-            yield batch
-
-
 def test_sigterm_saves_and_stops_as_unfinished(tmp_path):
+    import signal
+
     from pipeline.train import checkpoint
     from pipeline.train.trainer import TrainingStopped
 
     cfg = config("restorer", tmp_path, steps=8, checkpoint_every=100)
     with pytest.raises(TrainingStopped, match="no model exported"):
-        run_fit("restorer", cfg, _SigtermAfter(triplet_batches(3), 3))
+        run_fit("restorer", cfg, _EventAfter(triplet_batches(3), 3, lambda: os.kill(os.getpid(), signal.SIGTERM)))
     assert checkpoint.load(tmp_path / LAST)["step"] == 4  # saved at the step boundary after the signal
 
 

@@ -121,7 +121,8 @@ def read_samples(
     """
     local = cached(url, cache_dir, version) if cache_dir is not None else url
     if is_local(local):
-        path = urlparse(local).path if urlparse(local).scheme == "file" else local
+        parsed = urlparse(local)
+        path = parsed.path if parsed.scheme == "file" else local
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
             raise OSError(f"{path} is not a regular file")
     stream = open_url(local)

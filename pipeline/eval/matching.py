@@ -34,15 +34,19 @@ from pipeline.eval.benchmarks import BenchTask, benchmark_tasks
 _FLOOR_STEP = {"ssim": 0.01, "psnr": 0.5}
 
 
-def real_scores(tasks: list[BenchTask], metric: str, max_images: int | None = None) -> list[float]:
-    """The calibration metric of every real degraded input against its clean image (all of a noise set's sigmas)."""
-    values = []
-    for task in tasks:
-        for i, (_, degraded, clean) in enumerate(task.images()):
+def read_benchmark(tasks: list[BenchTask], metric: str, max_images: int | None = None) -> tuple[list[float], dict[str, np.ndarray]]:
+    """In one pass over the pairs: the calibration metric of every real degraded input against its
+    clean image (all of a noise set's sigmas), and the clean images by name (a noise set's sigma
+    tasks share them: the first task's)."""
+    scores, cleans = [], {}
+    for t, task in enumerate(tasks):
+        for i, (name, degraded, clean) in enumerate(task.images()):
             if max_images is not None and i >= max_images:
                 break
-            values.append(min(float(D.quality_reference(metric, clean)(degraded)), 100.0))  # identical pair: PSNR inf -> 100 as in calibrate
-    return values
+            scores.append(min(float(D.quality_reference(metric, clean)(degraded)), 100.0))  # identical pair: PSNR inf -> 100 as in calibrate
+            if t == 0:
+                cleans[name] = clean
+    return scores, cleans
 
 
 def _hq_ceiling(metric: str) -> float:
@@ -77,17 +81,11 @@ def match_calibration(
     """`base` with `type_name`'s bands and curve moved onto the benchmark `spec` (`NAME=DIR`)."""
     name = D.canonical_name(type_name)
     tasks = benchmark_tasks([spec])
-    scores = real_scores(tasks, base.metric, max_images)
+    scores, cleans = read_benchmark(tasks, base.metric, max_images)
     if not scores:
         raise D.UserError(f"{spec}: no pairs to match")
     start = base.bands_for(name) if name in base.types else dict(base.bands)
     bands = matched_bands(start, scores, base.metric)
-    # A noise set's sigma tasks share their clean images: the curve is measured on them once.
-    cleans = {}
-    for i, (image_name, _, clean) in enumerate(tasks[0].images()):
-        if max_images is not None and i >= max_images:
-            break
-        cleans[image_name] = clean
     measured = D.calibrate(
         cleans, [name], severities=severities, patch=patch, patches_per_image=patches_per_image,
         seed=seed, metric=base.metric, bands=bands, progress=progress,

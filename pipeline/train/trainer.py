@@ -210,7 +210,7 @@ class _Run:
         candidates = [p for p in (self.out / LAST, self.out / checkpoint.PREVIOUS) if p.is_file()]
         if not (self.run_cfg.get("resume") and candidates):
             return False, 0
-        applied = _check_kept_settings(self.out / "config.yaml", self.config)
+        applied = _resume_changes(self.out / "config.yaml", self.config)
         state, used = self._load_newest_good(candidates)
         if applied:
             self.log("resuming with changed settings: " + "; ".join(applied))
@@ -324,7 +324,7 @@ def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_kept_settings(saved_config: Path, config: Mapping[str, Any]) -> list[str]:
+def _resume_changes(saved_config: Path, config: Mapping[str, Any]) -> list[str]:
     """The settings a resume changes, as `key: old -> new`; UserError for those it cannot apply."""
     import yaml
 
