@@ -4,6 +4,8 @@
 * `QualityLoss`: 1 - p(hq | restored) under a frozen `QualityPerceiver`.
 * `DifficultyAdaptivePerceptualLoss`: pull toward the clean image, push from the low- and
   medium-quality versions, in the feature space of a frozen timm network.
+* `PaperPerceptualLoss`, `difficulty_weights`: the Perceive-IR authors' form of that loss, with
+  proxy restorations as the medium negatives, weighted by how hard each sample is.
 * `InfoNCE`: the CFE's contrastive loss, negatives gathered across ranks when distributed.
 * `LossWeights`: 1 (reconstruction), 0.1 (contrastive), 0.05 (CLIP quality), 0.1 (perceptual).
 """
@@ -11,19 +13,31 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torch.distributed.nn.functional import all_gather
 from torch.nn import L1Loss
 
 from .features import FrozenFeatures, Pretrained
 from .perceiver import TIERS, QualityPerceiver
+from .weights import warn_random_weights
 
-__all__ = ["L1Loss", "PSNRLoss", "QualityLoss", "DifficultyAdaptivePerceptualLoss", "InfoNCE", "LossWeights"]
+__all__ = [
+    "DifficultyAdaptivePerceptualLoss",
+    "InfoNCE",
+    "L1Loss",
+    "LossWeights",
+    "PSNRLoss",
+    "PaperPerceptualLoss",
+    "QualityLoss",
+    "difficulty_weights",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,17 +75,23 @@ class QualityLoss(nn.Module):
 
     The perceiver is frozen in place (no parameter requires grad, eval mode) so that only the
     restorer learns from this loss; gradients still flow to the restored images.
+
+    `logit_scale=False` takes the softmax over the raw cosine similarities, as the authors' code
+    does: they span at most [-1, 1], so the probabilities stay near uniform and the loss is
+    gentler than under CLIP's scale (about 100).
     """
 
-    def __init__(self, perceiver: QualityPerceiver) -> None:
+    def __init__(self, perceiver: QualityPerceiver, logit_scale: bool = True) -> None:
         super().__init__()
         self.perceiver = perceiver.requires_grad_(False).eval()
+        self.logit_scale = logit_scale
 
     def train(self, mode: bool = True) -> QualityLoss:
         return super().train(False)
 
     def forward(self, restored: torch.Tensor) -> torch.Tensor:
-        return 1 - self.perceiver(restored).softmax(dim=-1)[:, TIERS.index("hq")].mean()
+        logits = self.perceiver(restored) if self.logit_scale else self.perceiver.similarities(restored)
+        return 1 - logits.softmax(dim=-1)[:, TIERS.index("hq")].mean()
 
 
 class DifficultyAdaptivePerceptualLoss(nn.Module):
@@ -136,6 +156,135 @@ class DifficultyAdaptivePerceptualLoss(nn.Module):
 def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference per sample: (B, ...) x (B, ...) -> (B,)."""
     return (a - b).abs().flatten(1).mean(dim=1)
+
+
+class PaperPerceptualLoss(nn.Module):
+    """The difficulty-adaptive perceptual loss in the form of the Perceive-IR authors' code.
+
+    Per sample, with d the mean absolute difference of feature maps, r the restored image and
+    P_k the proxy restorations (medium-quality negatives) with per-sample weights pw_k:
+
+        sum_l w_l * d_l(r, clean) / max(2 * d_l(r, lq) + sum_k pw_k * d_l(r, P_k), floor)
+
+    averaged over the batch. Unlike `DifficultyAdaptivePerceptualLoss` the low-quality input
+    counts twice, the hardness comes from outside (`difficulty_weights` times a 0/1 task mask),
+    and the floor is on the denominator, so a restoration equal to its input with no proxy
+    gives a large but finite loss.
+
+    Features: a frozen torchvision VGG16's `features`, run up to the last of `indices`, with the
+    outputs after modules 3, 7, 11 and 15 weighted 1/12, 1/6, 1/3, 1. torchvision's ReLUs work
+    in place, so the map after conv2_2 (index 7) is rectified by the ReLU at index 8: in effect
+    relu1_2, relu2_2, relu3_1 and relu3_3, as in the authors' code, which taps the Sequential
+    the same way.
+
+    `weights`: None (random, with a warning), a `torchvision.models.VGG16_Weights` name such as
+    "IMAGENET1K_V1", or a local state-dict file of the whole vgg16 or of its `features`.
+    `features` replaces the VGG with any module mapping images to a list of feature maps, one
+    per layer weight.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        indices: Sequence[int] = (3, 7, 11, 15),
+        layer_weights: Sequence[float] = (1 / 12, 1 / 6, 1 / 3, 1.0),
+        floor: float = 1e-6,
+        features: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if features is None:
+            if weights is None:
+                warn_random_weights("torchvision vgg16", "pass weights='IMAGENET1K_V1' or a local state-dict file")
+            if len(indices) != len(layer_weights):
+                raise ValueError(f"{len(indices)} indices but {len(layer_weights)} layer weights")
+            features = _Taps(_vgg16_features(weights), indices)
+        elif weights is not None:
+            raise ValueError("pass either weights or features, not both")
+        self.features = features.requires_grad_(False).eval()
+        self.layer_weights = tuple(layer_weights)
+        self.floor = floor
+
+    def train(self, mode: bool = True) -> PaperPerceptualLoss:
+        return super().train(False)
+
+    def forward(
+        self,
+        restored: torch.Tensor,
+        clean: torch.Tensor,
+        lq: torch.Tensor,
+        proxies: Sequence[torch.Tensor] = (),
+        proxy_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """restored, clean, lq and each of the K proxies: (B, 3, H, W) in [0, 1]; proxy_weights: (B, K).
+
+        proxy_weights[b, k] is the proxy's difficulty weight times its mask (0 where proxy k does
+        not cover sample b's task); None weighs every proxy 1.
+        """
+        batch = len(restored)
+        if proxy_weights is None:
+            proxy_weights = restored.new_ones(batch, len(proxies))
+        if proxy_weights.shape != (batch, len(proxies)):
+            raise ValueError(f"proxy_weights has shape {tuple(proxy_weights.shape)}, expected {(batch, len(proxies))}")
+        restored_features = self.features(restored)
+        with torch.no_grad():
+            reference_features = [f.split(batch) for f in self.features(torch.cat([clean, lq, *proxies]))]
+        loss = restored.new_zeros(batch)
+        layers = zip(self.layer_weights, restored_features, reference_features, strict=True)
+        for weight, ours, (clean_f, lq_f, *proxy_f) in layers:
+            negatives = 2 * _distance(ours, lq_f)
+            for k, proxy in enumerate(proxy_f):
+                negatives = negatives + proxy_weights[:, k] * _distance(ours, proxy)
+            loss = loss + weight * _distance(ours, clean_f) / negatives.clamp_min(self.floor)
+        return loss.mean()
+
+
+def difficulty_weights(proxy_psnr: torch.Tensor, tau: float | torch.Tensor, hard: float = 1.25, easy: float = 0.75) -> torch.Tensor:
+    """Per-proxy weights for `PaperPerceptualLoss`: `hard` where proxy_psnr <= tau, else `easy` (same shape).
+
+    tau is the current model's mean PSNR on a fixed probe set, re-measured each epoch. A proxy
+    that restores a sample no better than the model does on average makes it a hard sample, so
+    its push counts more; as the model improves, tau rises and more samples turn hard.
+    """
+    return proxy_psnr.new_full(proxy_psnr.shape, easy).masked_fill(proxy_psnr <= tau, hard)
+
+
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class _Taps(nn.Module):
+    """Runs a Sequential up to its last tapped index and returns the outputs of the tapped modules."""
+
+    def __init__(self, layers: nn.Sequential, indices: Sequence[int]) -> None:
+        super().__init__()
+        if list(indices) != sorted(set(indices)):
+            raise ValueError(f"indices {list(indices)} must increase: the features come out shallow to deep")
+        self.layers = layers[: indices[-1] + 1]
+        self.indices = frozenset(indices)
+        # As the authors' code: images clamped to [0, 1], then ImageNet-normalised, as VGG16 was trained.
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x, taps = (images.clamp(0, 1) - self.mean) / self.std, []
+        for index, layer in enumerate(self.layers):
+            x = layer(x)
+            if index in self.indices:
+                taps.append(x)
+        return taps
+
+
+def _vgg16_features(weights: str | Path | None) -> nn.Sequential:
+    """torchvision's VGG16 `features`: random (None), by `VGG16_Weights` name, or from a local state dict."""
+    if isinstance(weights, str) and weights in torchvision.models.VGG16_Weights.__members__:
+        return torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights[weights]).features
+    features = torchvision.models.vgg16(weights=None).features
+    if weights is not None:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        prefix = "features."
+        if any(key.startswith(prefix) for key in state):  # a whole vgg16: drop the classifier
+            state = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+        features.load_state_dict(state)
+    return features
 
 
 class InfoNCE(nn.Module):

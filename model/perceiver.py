@@ -110,14 +110,19 @@ class QualityPerceiver(nn.Module):
             x = x @ projection
         return F.normalize(x, dim=-1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits over (lq, mq, hq), shape (B, 3), for float RGB images in [0, 1] of any size (B, 3, H, W).
+    def similarities(self, images: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities between each image and the (lq, mq, hq) prompts, shape (B, 3), in [-1, 1].
 
-        Images are resized whole (not cropped) to the CLIP input size, so every region counts.
+        Images are float RGB in [0, 1] of any size (B, 3, H, W), resized whole (not cropped) to the
+        CLIP input size, so every region counts. Unscaled, for losses that softmax them as they are.
         """
         x = F.interpolate(images, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
         image_features = self.clip.encode_image((x - self.mean) / self.std, normalize=True)
-        return self.clip.logit_scale.exp() * image_features @ self.prompt_features().T
+        return image_features @ self.prompt_features().T
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits over (lq, mq, hq), shape (B, 3): the similarities times CLIP's learned logit scale."""
+        return self.clip.logit_scale.exp() * self.similarities(images)
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """Expected quality in [0, 1] per image, shape (B,): tier probabilities weighted by 0, 0.5, 1."""

@@ -34,7 +34,7 @@ import dask
 import degradations as D
 from shards.config import BuildConfig
 from shards.files import LOCK, TEMP_SUFFIX, folder_lock
-from shards.format import DATASET, ERRORS, MANIFEST, NOT_IDENTITY, SHARD_GLOB, Build, make_record, read_record, type_dir, write_record
+from shards.format import DATASET, ERRORS, MANIFEST, MEDIUM, MEDIUM_RECORD, NOT_IDENTITY, SHARD_GLOB, Build, make_record, read_record, type_dir, write_record
 from shards.manifest import merge_manifests, read_shard_errors, write_errors
 from shards.plan import ShardSpec, make_plan
 from shards.report import Report
@@ -123,7 +123,7 @@ def build(
         _prepare_out(out, record, overwrite)
         write_record(out, record)
         todo = [s for s in plan if not _shard_done(out, s)]
-        job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, codec, scorer)
+        job = ShardJob(str(out), config.patch, config.patches_per_image, config.layout, config.max_pixels, codec, scorer, config.tiers)
         token = hashlib.blake2b(f"{out}\n{json.dumps(record, sort_keys=True)}".encode(), digest_size=6).hexdigest()
         used = _run(todo, job, token, workers, scheduler, progress) if todo else "nothing to do"
         report = _finish(out, plan, record)
@@ -210,7 +210,7 @@ def _prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> None:
 
 def _clear(out: Path) -> None:
     """Remove a previous build's files, and only those (OUT may be a folder the user also keeps other things in)."""
-    for name in (DATASET, MANIFEST, ERRORS):
+    for name in (DATASET, MANIFEST, ERRORS, MEDIUM, MEDIUM_RECORD):
         (out / name).unlink(missing_ok=True)
     folders = set()
     for path in [*out.glob(SHARD_GLOB + ".tar"), *out.glob(SHARD_GLOB + ".parquet")]:
@@ -222,7 +222,10 @@ def _clear(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _client(workers: int | None, scheduler: str | None, n_tasks: int, out: Path) -> Iterator[Any]:
+def dask_client(workers: int | None, scheduler: str | None, n_tasks: int, out: Path) -> Iterator[Any]:
+    """A dask client: of the scheduler at `scheduler` (its workers checked: this engine version,
+    `out` visible), or of a local cluster of `workers` processes (default one per core), at most
+    one per task, with the malloc settings image work needs."""
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -291,7 +294,7 @@ def _run(todo: list[ShardSpec], job: ShardJob, token: str, workers: int | None, 
 
     failures = []
     errors = 0
-    with _client(workers, scheduler, len(todo), Path(job.out)) as client:
+    with dask_client(workers, scheduler, len(todo), Path(job.out)) as client:
         n = len(client.scheduler_info(n_workers=-1)["workers"])
         used = f"{n} worker{'s' if n != 1 else ''}" + (f" at {scheduler}" if scheduler else "")
         # Shard k of every type cuts patches from the same photos: submitted together, they find

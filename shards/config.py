@@ -19,6 +19,10 @@ from shards.sources import DEFAULT_MAX_PIXELS
 # The five tasks of Perceive-IR's all-in-one setting.
 DEFAULT_TYPES = ("noise", "haze", "rain", "blur", "low_light")
 LAYOUTS = ("random", "grid")
+# bands: every tier a band of the measured score (the same for every type). paper: Perceive-IR's
+# tiers, hq the clean patch, lq the patch degraded at a severity drawn over the type's span, and
+# mq added later by `perceive-ir render-medium` (a restorer's output on lq).
+TIER_SCHEMES = ("bands", "paper")
 MIN_PATCH = 16  # px a side: scoring needs 11 (D.SCORE_MIN_SIDE), most types 16 or more
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -52,6 +56,7 @@ class BuildConfig:
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_tries: int = 8  # severity draws per tier before a sample is given up
+    tiers: str = "bands"  # the tier scheme, one of TIER_SCHEMES
     calibration: str | None = field(default=None, compare=False)  # file; None = the shipped one
 
     def __post_init__(self) -> None:
@@ -83,6 +88,8 @@ class BuildConfig:
         if too_small:
             need = max(D.get(t).min_size for t in too_small)
             raise D.UserError(f"--patch {self.patch} is smaller than {', '.join(too_small)} needs ({need} px)")
+        if self.tiers not in TIER_SCHEMES:
+            raise D.UserError(f"unknown tier scheme {self.tiers!r}; choose {' or '.join(TIER_SCHEMES)}")
         if self.layout not in LAYOUTS:
             raise D.UserError(f"unknown layout {self.layout!r}; choose {' or '.join(LAYOUTS)}")
         if not 0 <= self.png_level <= 9:

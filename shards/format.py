@@ -10,6 +10,14 @@ shards/FORMAT.md). A build is:
     OUT/manifest.parquet                      every image, one row each (MANIFEST_SCHEMA)
     OUT/errors.parquet                        every photo or sample that could not be used (ERRORS_SCHEMA)
 
+A paper-scheme build (`config.tiers == "paper"`) holds KEY.hq.EXT, KEY.lq.EXT and KEY.json in its
+shards; `perceive-ir render-medium` adds the mq images beside them, never rewriting a shard:
+
+    OUT/{split}/{type_dir}/shard-NNNNNN.mq.tar      KEY.mq.EXT, KEY.medium.json per sample
+    OUT/{split}/{type_dir}/shard-NNNNNN.mq.parquet  its rows (MEDIUM_SCHEMA), written last
+    OUT/medium.parquet                              every mq image, one row each
+    OUT/medium.json                                 the render record: models, folds, counts
+
 A reader opens a build with `open_build(OUT)`, which refuses a folder that
 is not a build, a build of another format version (naming both), and,
 unless asked otherwise, a build that is not finished.
@@ -32,15 +40,24 @@ from shards.files import atomic_output
 
 FORMAT = "perceive-ir/shards"
 # 2: dataset.json records the calibration whole (D.Calibration.to_record), and shard manifests
-# carry the version in their metadata.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # what open_build reads; a build is always written in FORMAT_VERSION
+# carry the version in their metadata. 3: config.tiers names the tier scheme (bands or paper); a
+# paper build's mq images live in companion shards.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # what open_build reads; a build is always written in FORMAT_VERSION
 
 DATASET = "dataset.json"
 MANIFEST = "manifest.parquet"
 ERRORS = "errors.parquet"
+MEDIUM = "medium.parquet"  # a paper build's rendered mq images (MEDIUM_SCHEMA)
+MEDIUM_RECORD = "medium.json"  # how they were rendered
 SHARD_GLOB = "*/*/shard-*"  # every shard file of a build, relative to OUT, without suffix
 MEMBER_TIERS = tuple(reversed(D.TIERS))  # member order inside a sample: clean first
+MEDIUM_KIND = "medium"  # the companion's per-sample record: KEY.medium.json (model, fold, input)
+
+
+def member_tiers(scheme: str) -> tuple[str, ...]:
+    """The tier members a build's shards hold under its tier scheme, in tar order."""
+    return MEMBER_TIERS if scheme == "bands" else ("hq", "lq")
 
 # Keys of a shard manifest's key-value metadata.
 SHARD_ERRORS_KEY = b"perceive_ir.errors"  # the shard's error rows, as JSON (see shards.manifest)
@@ -64,6 +81,10 @@ MANIFEST_SCHEMA = pa.schema(
         ("source", pa.string()),  # source id: path relative to the source root, or builtin:NAME
     ]
 )
+
+# A companion shard's rows: the manifest's columns, then the fold the sample belongs to and the
+# digest of the model that rendered it (the SHA-256 of its checkpoint, or of the image folder's file).
+MEDIUM_SCHEMA = MANIFEST_SCHEMA.append(pa.field("fold", pa.int32())).append(pa.field("model", pa.string()))
 
 ERRORS_SCHEMA = pa.schema(
     [
@@ -104,6 +125,14 @@ def shard_manifest(tar: str) -> str:
     return f"{head}.parquet{tail}"
 
 
+def companion_tar(tar: str, tier: str = "mq") -> str:
+    """The companion shard that holds a shard's rendered `tier` images: shard-000000.tar -> shard-000000.mq.tar."""
+    head, sep, tail = tar.rpartition(".tar")
+    if not sep:
+        raise FormatError(f"{tar!r} does not name a .tar shard")
+    return f"{head}.{tier}.tar{tail}"
+
+
 def member_name(key: str, tier: str, extension: str) -> str:
     return f"{key}.{tier}.{extension}"
 
@@ -135,7 +164,7 @@ def make_record(
         "layout": {
             "shards": "{split}/{type_dir}/shard-{index:06d}.tar",
             "type_dirs": {t: type_dir(t) for t in types},
-            "members": [member_name("KEY", tier, extension) for tier in MEMBER_TIERS] + [record_member("KEY")],
+            "members": [member_name("KEY", tier, extension) for tier in member_tiers(config["tiers"])] + [record_member("KEY")],
             "null_psnr": "hq images are the clean patch: psnr is null (infinite), score is the metric of identical images",
         },
         "source": source,
@@ -199,6 +228,25 @@ class Build:
     @property
     def splits(self) -> list[str]:
         return list(self.config["splits"])
+
+    @property
+    def tiers(self) -> str:
+        """The tier scheme: bands (builds before format 3 are) or paper."""
+        return self.config.get("tiers", "bands")
+
+    @property
+    def rendered(self) -> bool:
+        """Whether a paper build's mq images are all rendered (a bands build holds its own)."""
+        return self.tiers == "bands" or ((self.root / MEDIUM).is_file() and (self.medium_record() or {}).get("counts") is not None)
+
+    def medium_record(self) -> dict[str, Any] | None:
+        """medium.json, as `perceive-ir render-medium` wrote it, or None."""
+        path = self.root / MEDIUM_RECORD
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def medium(self, columns: Sequence[str] | None = None, filters: Any = None) -> pa.Table:
+        """Rows of medium.parquet (a paper build's rendered mq images)."""
+        return _read_table(self.root / MEDIUM, columns=list(columns) if columns else None, filters=filters)
 
     @cached_property
     def calibration(self) -> D.Calibration:

@@ -47,9 +47,11 @@ def write_table(table: pa.Table, path: str | Path) -> None:
         pq.write_table(table, tmp, row_group_size=_ROW_GROUP, **_WRITE_OPTIONS)
 
 
-def write_shard_manifest(rows: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]], path: str | Path) -> None:
+def write_shard_manifest(
+    rows: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]], path: str | Path, schema: pa.Schema = MANIFEST_SCHEMA,
+) -> None:
     meta = {SHARD_ERRORS_KEY: json.dumps(list(errors), sort_keys=True).encode(), SHARD_VERSION_KEY: str(FORMAT_VERSION).encode()}
-    table = pa.Table.from_pylist(list(rows), schema=MANIFEST_SCHEMA.with_metadata(meta))
+    table = pa.Table.from_pylist(list(rows), schema=schema.with_metadata(meta))
     write_table(table, path)
 
 
@@ -58,16 +60,16 @@ def read_shard_errors(path: str | Path) -> list[dict[str, Any]]:
     return json.loads(meta.get(SHARD_ERRORS_KEY, b"[]"))
 
 
-def merge_manifests(paths: Iterable[Path], out: Path) -> int:
-    """Concatenate per-shard manifests, in the order given, into `out`; returns the row count.
+def merge_manifests(paths: Iterable[Path], out: Path, schema: pa.Schema = MANIFEST_SCHEMA) -> int:
+    """Concatenate per-shard manifests (or companion tables: `schema`), in the order given, into `out`; returns the row count.
 
     Streams: at most one row group is held, whatever the size of the build.
     """
     rows = 0
     buffer: list[pa.Table] = []
-    with atomic_output(out) as tmp, pq.ParquetWriter(tmp, MANIFEST_SCHEMA, **_WRITE_OPTIONS) as writer:
+    with atomic_output(out) as tmp, pq.ParquetWriter(tmp, schema, **_WRITE_OPTIONS) as writer:
         for path in paths:
-            table = pq.read_table(path, schema=MANIFEST_SCHEMA)
+            table = pq.read_table(path, schema=schema)
             rows += table.num_rows
             buffer.append(table)
             if sum(t.num_rows for t in buffer) >= _ROW_GROUP:

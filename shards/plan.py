@@ -84,6 +84,15 @@ def sample_key(type_name: str, source_id: str, patch_index: int) -> str:
     return f"{type_dir(type_name)}-{stem}-{_digest(source_id, 8).hex()}-{patch_index:03d}"
 
 
+def fold_of(key: str, folds: int) -> int:
+    """The cross-fold fold (0 .. folds - 1) of the sample `key`: a hash of its type and photo (the
+    key without its patch index), as the Perceive-IR authors hash task and path. Every patch of one
+    photo under one type shares a fold, so a fold's model never saw another crop of that photo."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise D.UserError(f"folds must be an integer of at least 2, got {folds!r}")
+    return int.from_bytes(_digest("fold/" + key.rsplit("-", 1)[0], 8), "big") % folds
+
+
 def make_plan(sources: list[Source], config: BuildConfig) -> list[ShardSpec]:
     """Shards in a fixed order: by split (as configured), type (as configured), then index."""
     by_split: dict[str, list[Source]] = {name: [] for name, _ in config.splits}

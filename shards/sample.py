@@ -63,6 +63,11 @@ class Scorer:
         bands = {t: calibration.bands_for(t) for t in types}
         return cls(calibration.metric, bands, intervals, seed, max_tries)
 
+    def span(self, type_name: str) -> tuple[float, float]:
+        """The severities the paper scheme draws lq from: from where the type's mean score leaves hq
+        (the start of its mq interval) to 1, so every drawn image is visibly degraded."""
+        return self.intervals[type_name]["mq"][0], 1.0
+
     @property
     def identical(self) -> float:
         """The score of an image against itself (SSIM 1, PSNR inf), known without measuring."""
@@ -195,6 +200,26 @@ def make_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> d
     lq = degraded_slot(patch, type_name, "lq", key, scorer, score, measured)
     mq = degraded_slot(patch, type_name, "mq", key, scorer, score, measured)
     return {"hq": clean_slot(patch, type_name, key, scorer), "mq": mq, "lq": lq}
+
+
+def paper_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> dict[str, Slot]:
+    """hq and lq of one patch as Perceive-IR defines them: lq is the patch degraded at a severity
+    drawn uniformly over the type's span, stored whatever its score (measured and recorded, with
+    the tier the bands would give it under `band`); mq comes later, from a medium restorer."""
+    lo, hi = scorer.span(type_name)
+    severity = round(float(D.rng(scorer.seed, key, "lq", "severity").uniform(lo, hi)), _DIGITS)
+    out, recipe = D.degrade(patch, type_name, severity, seed=D.derive_seed(scorer.seed, key, "lq", 0))
+    value = scorer.scores_against(patch)(out)
+    record = {
+        "severity": severity,
+        "score": value,
+        "psnr": _finite(round(D.psnr(patch, out), _DIGITS)),
+        "tier": "lq",
+        "band": D.tier_of(value, scorer.metric, scorer.bands[type_name]),
+        "attempts": 1,
+        "recipe": recipe.to_dict(),
+    }
+    return {"hq": clean_slot(patch, type_name, key, scorer), "lq": Slot(out, record)}
 
 
 def patch_box(height: int, width: int, patch: int, patch_index: int, patches_per_image: int,

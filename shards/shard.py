@@ -24,10 +24,10 @@ import numpy as np
 import degradations as D
 from shards.codec import Codec
 from shards.files import shard_writer
-from shards.format import MEMBER_TIERS, member_name, record_member
+from shards.format import member_name, member_tiers, record_member
 from shards.manifest import write_shard_manifest
 from shards.plan import SampleSpec, ShardSpec
-from shards.sample import SampleError, Scorer, make_slots, patch_box
+from shards.sample import SampleError, Scorer, make_slots, paper_slots, patch_box
 from shards.sources import BadImage, Source
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -44,6 +44,7 @@ class ShardJob:
     max_pixels: int
     codec: Codec
     scorer: Scorer
+    tiers: str = "bands"  # the tier scheme (BuildConfig.tiers)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     (out / spec.tar).parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
+    samples = 0
     with shard_writer(out / spec.tar) as add:
         for sample in spec.samples:
             # Only these two are recorded: anything else is a bug, and fails the shard (then the build).
@@ -148,8 +150,9 @@ def _run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
             for name, data in members:
                 add(name, data)
             rows.extend(sample_rows)
+            samples += 1
     write_shard_manifest(rows, errors, out / spec.parquet)
-    return ShardResult(spec.name, len(rows) // len(MEMBER_TIERS), len(errors))
+    return ShardResult(spec.name, samples, len(errors))
 
 
 def _error(sample: SampleSpec, spec: ShardSpec, reason: str, type_name: str | None = None,
@@ -165,7 +168,7 @@ def _make_sample(image: np.ndarray, sample: SampleSpec, spec: ShardSpec, job: Sh
     if min(pw, ph) < need:  # only whole images (--patch 0) can be: BuildConfig checks patch sides
         raise SampleError(f"image is {pw}x{ph}, smaller than {need} px, the least {spec.type} and its scoring need")
     patch = np.ascontiguousarray(image[y : y + ph, x : x + pw])
-    slots = make_slots(patch, spec.type, sample.key, job.scorer)
+    slots = (make_slots if job.tiers == "bands" else paper_slots)(patch, spec.type, sample.key, job.scorer)
     members, rows = [], []
     record: dict[str, Any] = {
         "key": sample.key,
@@ -176,8 +179,9 @@ def _make_sample(image: np.ndarray, sample: SampleSpec, spec: ShardSpec, job: Sh
         "type": spec.type,
         "seed": job.scorer.seed,
         "metric": job.scorer.metric,
+        "tiers": job.tiers,
     }
-    for slot in MEMBER_TIERS:
+    for slot in member_tiers(job.tiers):
         data = job.codec.encode(slots[slot].image)
         member = member_name(sample.key, slot, job.codec.extension)
         members.append((member, data))

@@ -8,7 +8,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model import QualityPerceiver, RandomWeightsWarning, Restorer, backbones
-from model.losses import DifficultyAdaptivePerceptualLoss, InfoNCE, L1Loss, LossWeights, QualityLoss
+from model.losses import (
+    DifficultyAdaptivePerceptualLoss,
+    InfoNCE,
+    L1Loss,
+    LossWeights,
+    PaperPerceptualLoss,
+    QualityLoss,
+    difficulty_weights,
+)
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{RandomWeightsWarning.__module__}.{RandomWeightsWarning.__name__}")
 
@@ -156,3 +164,70 @@ def test_psnr_loss_is_minus_the_mean_per_image_psnr():
     restored = torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.01)])
     # Per image: PSNR 20 dB and 40 dB (peak 1); the loss is minus their mean, not of the pooled MSE.
     assert float(PSNRLoss()(restored, target)) == pytest.approx(-30.0, abs=1e-3)
+
+
+class Powers(torch.nn.Module):
+    """Two known "layers", x and x**2, so every feature distance of constant images is a hand sum."""
+
+    def forward(self, x):
+        return [x, x**2]
+
+
+def constant(value, batch=2):
+    return torch.full((batch, 3, 4, 4), value)
+
+
+def test_paper_perceptual_loss_matches_a_hand_computation():
+    loss = PaperPerceptualLoss(features=Powers(), layer_weights=(0.5, 1.0))
+    restored, clean, lq, proxy = constant(0.5), constant(0.4), constant(0.9), constant(0.7)
+    proxy_weights = torch.tensor([[1.25], [0.0]])  # the second sample's task has no proxy: masked
+    # layer x:    d(r, clean) = 0.1,  d(r, lq) = 0.4,  d(r, proxy) = 0.2
+    # layer x**2: d(r, clean) = |0.25 - 0.16| = 0.09,  d(r, lq) = |0.25 - 0.81| = 0.56,  d(r, proxy) = |0.25 - 0.49| = 0.24
+    first = 0.5 * 0.1 / (2 * 0.4 + 1.25 * 0.2) + 1.0 * 0.09 / (2 * 0.56 + 1.25 * 0.24)
+    second = 0.5 * 0.1 / (2 * 0.4) + 1.0 * 0.09 / (2 * 0.56)
+    value = loss(restored, clean, lq, [proxy], proxy_weights)
+    assert float(value) == pytest.approx((first + second) / 2, rel=1e-5)
+    # no proxy_weights: every proxy weighs 1 for every sample
+    unweighted = 0.5 * 0.1 / (2 * 0.4 + 0.2) + 1.0 * 0.09 / (2 * 0.56 + 0.24)
+    assert float(loss(restored, clean, lq, [proxy])) == pytest.approx(unweighted, rel=1e-5)
+
+
+def test_paper_perceptual_loss_floors_a_zero_denominator():
+    loss = PaperPerceptualLoss(features=Powers(), layer_weights=(1.0, 0.0), floor=1e-6)
+    restored = constant(0.5)
+    value = loss(restored, constant(0.4), lq=restored.clone())  # d(r, lq) = 0 and no proxies
+    assert torch.isfinite(value)
+    assert float(value) == pytest.approx(0.1 / 1e-6, rel=1e-5)
+
+
+def test_difficulty_weights_follow_the_probe_threshold():
+    proxy_psnr = torch.tensor([20.0, 25.0, 30.0])
+    assert difficulty_weights(proxy_psnr, 25.0).tolist() == [1.25, 1.25, 0.75]
+    assert difficulty_weights(proxy_psnr, torch.tensor(31.0)).tolist() == [1.25, 1.25, 1.25]
+
+
+def test_paper_perceptual_loss_on_a_random_vgg16():
+    loss = PaperPerceptualLoss()
+    loss.train()
+    assert not loss.training and not loss.features.training
+    assert len(loss.features.layers) == 16  # run up to index 15 only
+    clean = images(2, 3, 32, 32, seed=7)
+    lq = (clean + 0.3 * (images(2, 3, 32, 32, seed=8) - 0.5)).clamp(0, 1)
+    features = loss.features(clean)
+    assert [f.shape[1] for f in features] == [64, 128, 256, 256]
+    assert features[1].min() >= 0  # index 7 (conv2_2) is rectified in place by the ReLU at index 8
+    assert loss(clean, clean, lq, [(clean + lq) / 2]) == 0
+    restored = ((clean + lq) / 2).requires_grad_(True)
+    loss(restored, clean, lq, [(clean + 3 * lq) / 4], torch.tensor([[1.25], [0.75]])).backward()
+    assert restored.grad is not None and restored.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in loss.parameters())
+
+
+def test_quality_loss_without_logit_scale_softmaxes_the_raw_similarities():
+    perceiver = QualityPerceiver(TINY_CLIP)
+    x = images(2, 3, 32, 32, seed=9)
+    unscaled = QualityLoss(perceiver, logit_scale=False)(x)
+    expected = 1 - perceiver.similarities(x).softmax(dim=-1)[:, 2].mean()
+    torch.testing.assert_close(unscaled, expected)
+    assert not torch.isclose(unscaled, QualityLoss(perceiver)(x))
+    torch.testing.assert_close(perceiver(x), perceiver.clip.logit_scale.exp() * perceiver.similarities(x))

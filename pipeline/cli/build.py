@@ -10,6 +10,7 @@ EXAMPLES = [
     "perceive-ir build --source ~/photos --out data/shards --types noise,haze,rain,blur,low_light --patch 256 --workers 8",
     "perceive-ir build --source files.txt --out data/cdd_shards --types low_light+rain+haze --calibration my_calibration.json",
     "perceive-ir build --source ~/photos --out /shared/shards --scheduler tcp://scheduler:8786",
+    "perceive-ir build --source ~/photos --out data/paper --tiers paper   # then: train medium, render-medium",
 ]
 
 
@@ -24,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", default="train=0.9,val=0.1", help="NAME=FRACTION,...; assigned per photo (default: %(default)s)")
     p.add_argument("--codec", default="png", help="png (default), webp (lossless) or jpeg:Q (lossy, recorded)")
     p.add_argument("--png-level", type=int, default=1, help="PNG zlib level 0-9 (default: 1; higher is slower for ~1%% smaller files)")
+    p.add_argument("--tiers", choices=["bands", "paper"], default="bands",
+                   help="bands: hq / mq / lq are bands of measured SSIM (default); paper: Perceive-IR's hq = clean, "
+                        "lq = degraded, mq = a medium restorer's output, added by `perceive-ir render-medium`")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     p.add_argument("--calibration", metavar="FILE", help="calibration.json from `perceive-ir calibrate` (default: the shipped one)")
     p.add_argument("--max-pixels", type=int, help="photos above this many pixels are rejected as decompression bombs (default: 100M)")
@@ -52,6 +56,7 @@ def config_from_args(args: argparse.Namespace):
         png_level=args.png_level,
         seed=args.seed,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        tiers=args.tiers,
         calibration=args.calibration,
     )
 

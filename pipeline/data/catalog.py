@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 import degradations as D
 from pipeline.data.tar_stream import open_url
-from shards.format import check_version, open_build, shard_manifest, shard_version
+from shards.format import check_version, companion_tar, open_build, shard_manifest, shard_version
 
 _FETCHERS = 16  # per-shard manifests read at once from a list of URLs
 _COLUMNS = ["key", "split", "type", "tier", "severity", "score", "shard", "width", "height", "sha256"]
@@ -57,6 +57,9 @@ class Catalog:
     # per shard, a digest of its manifest as read from a URL list ("" for a build root): names the
     # shard's content, so a local cache of a rebuilt shard at the same URL is not taken for it
     shard_versions: tuple[str, ...] = ()
+    # per shard, where its companion of rendered mq images is read from ("" for none): a paper
+    # build's mq lives beside its shards (shards.format.companion_tar), read in step with them
+    shard_companions: tuple[str, ...] = ()
 
     @property
     def samples(self) -> int:
@@ -88,13 +91,24 @@ def member_sha_prefix(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
 
 
-def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
-    """A catalog of `split` from a shard root (a directory) or a list of shard URLs."""
+KeyFilter = Callable[[pd.Series], "np.ndarray | pd.Series"]  # sample keys -> which to keep
+
+
+def load_catalog(source: str | Path | Sequence[str], split: str, where: KeyFilter | None = None) -> Catalog:
+    """A catalog of `split` from a shard root (a directory) or a list of shard URLs; with `where`,
+    only the samples whose keys it keeps (a cross-fold stage's training folds, a probe set)."""
     if isinstance(source, (str, Path)):
         build = open_build(source)
         frame = build.manifest(_COLUMNS, filters=[("split", "=", split)]).to_pandas()
         urls = {path: str(build.path(path)) for path in frame["shard"].unique()}
-        return _catalog(frame, split, urls, str(build.root), build.calibration)
+        companions = {}
+        if build.tiers == "paper" and build.rendered:
+            medium = build.medium(_COLUMNS, filters=[("split", "=", split)]).to_pandas()
+            frame = pd.concat([frame, medium], ignore_index=True)  # main rows first: they place each sample
+            companions = {p: str(build.path(companion_tar(p))) for p in urls if companion_tar(p) in set(medium["shard"])}
+        if where is not None:
+            frame = frame[np.asarray(where(frame["key"]), dtype=bool)]
+        return _catalog(frame, split, urls, str(build.root), build.calibration, companions=companions)
     urls = [str(u) for u in source]
     if not urls:
         raise D.UserError("the list of shard URLs is empty")
@@ -115,6 +129,8 @@ def load_catalog(source: str | Path | Sequence[str], split: str) -> Catalog:
     frame = pd.concat(frames, ignore_index=True)
     held = sorted(frame["split"].unique())
     frame = frame[frame["split"] == split]
+    if where is not None:
+        frame = frame[np.asarray(where(frame["key"]), dtype=bool)]
     if frame.empty:
         raise D.UserError(f"none of the {len(urls)} shards holds split {split!r} (they hold: {', '.join(held) or 'nothing'})")
     return _catalog(frame, split, by_path, f"{len(urls)} shard URLs", versions=dict(zip(urls, digests)))
@@ -136,6 +152,7 @@ def _read_shard_manifest(tar_url: str) -> tuple[pd.DataFrame, str]:
 def _catalog(
     frame: pd.DataFrame, split: str, urls: dict[str, str], where: str,
     calibration: D.Calibration | None = None, versions: dict[str, str] | None = None,
+    companions: dict[str, str] | None = None,
 ) -> Catalog:
     if frame.empty:
         raise D.UserError(f"{where} holds no samples in split {split!r}")
@@ -176,4 +193,5 @@ def _catalog(
         member_sha=member_sha,
         calibration=calibration,
         shard_versions=tuple((versions or {}).get(urls[p], "") for p in paths),
+        shard_companions=tuple((companions or {}).get(p, "") for p in paths),
     )

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import degradations as D
-from pipeline.data.catalog import Catalog, load_catalog
+from pipeline.data.catalog import Catalog, KeyFilter, load_catalog
 from pipeline.data.epoch_plan import PlanSpec, batches_per_epoch, check_spec, plan_epoch
 from pipeline.data.modes import Mode, mode_class
 from pipeline.data.samples import SampleMaker
@@ -318,6 +318,7 @@ def make_loader(
     cache_dir: str | Path | None = None,
     drop_last: bool = True,
     verify: bool = True,
+    where: KeyFilter | None = None,
 ) -> StreamLoader:
     """A loader over the shards of `split` for this rank.
 
@@ -340,6 +341,8 @@ def make_loader(
         swapped or rewritten member is replaced and reported like a damaged one); about 1 % of a
         member's decode time. A member whose header claims another size than the manifest's is
         refused either way, before it is decoded.
+    where: keep only the samples whose keys it selects (keys -> boolean mask):
+        a cross-fold stage's training folds (`shards.fold_of`), a probe set.
     cache_dir: remote shards are downloaded there once per machine and read
         from disk, instead of being streamed by every worker of every rank
         (local shards are read in place). Never evicted; Unix file locks.
@@ -360,7 +363,12 @@ def make_loader(
         raise D.UserError(f"shuffle_window {window} must be a multiple of batch_size {batch_size}")
 
     kind = mode_class(mode)  # before any manifest is read (over a URL list, that is many requests)
-    catalog = load_catalog(source, split)
+    catalog = load_catalog(source, split, where)
+    if "mq" in kind.reads and np.isnan(catalog.score[:, D.TIERS.index("mq")]).all():
+        raise D.UserError(
+            f"{mode} mode reads mq images, and split {split!r} has none: a paper-scheme build gets them from "
+            "`perceive-ir render-medium BUILD --from RUNS` (after `perceive-ir train medium`); pairs mode needs none"
+        )
     names, weights = _select_types(catalog, types)
     shards = int(np.isin(catalog.shard_type, [catalog.types.index(t) for t in names]).sum())
     readers = world_size * max(num_workers, 1)

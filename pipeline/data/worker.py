@@ -90,9 +90,11 @@ class _TypeReader:
         keys = self.catalog.keys
         self.wanted = {keys[self.plan.sample[i]]: i for i in self.by_visit[visit] if i not in self.resolved}
         shard = int(self.plan.visit_shard[visit])
-        self.samples = read_samples(
-            self.catalog.shard_urls[shard], self.wanted, self.suffixes, self.cache_dir, self.catalog.shard_versions[shard]
-        )
+        version = self.catalog.shard_versions[shard]
+        self.samples = read_samples(self.catalog.shard_urls[shard], self.wanted, self.suffixes, self.cache_dir, version)
+        companion = self.catalog.shard_companions[shard] if self.catalog.shard_companions else ""
+        if companion and "mq" in self.suffixes:
+            self.samples = _with_companion(self.samples, read_samples(companion, self.wanted, ("mq",), self.cache_dir, version))
 
     def _lose(self, reason: str) -> None:
         url = self.catalog.shard_urls[int(self.plan.visit_shard[self.visit])]
@@ -105,6 +107,26 @@ class _TypeReader:
     def _resolve(self, i: int, members: dict[str, bytes] | None) -> None:
         self.stash[i] = members
         self.resolved.add(i)
+
+
+def _with_companion(
+    main: Generator[tuple[str, dict[str, bytes]], None, None], companion: Generator[tuple[str, dict[str, bytes]], None, None],
+) -> Generator[tuple[str, dict[str, bytes]], None, None]:
+    """A shard's samples with the members of its companion added. Both list their samples in key
+    order (the companion was written in the shard's order), so one forward pass over each suffices;
+    a sample the companion lacks comes without them, and the loader reports it as unusable."""
+    try:
+        pending = next(companion, None)
+        for key, members in main:
+            while pending is not None and pending[0] < key:
+                pending = next(companion, None)
+            if pending is not None and pending[0] == key:
+                members = {**members, **pending[1]}
+                pending = next(companion, None)
+            yield key, members
+    finally:
+        main.close()
+        companion.close()
 
 
 class BatchProducer:

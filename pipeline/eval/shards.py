@@ -20,11 +20,11 @@ from pipeline.data import StreamLoader, make_loader
 from pipeline.eval.metrics import RestorationScores, spearman
 
 
-def split_loader(source: str | Path, split: str, batch_size: int, crop: int | None) -> StreamLoader:
-    """Triplet batches of a whole split in a fixed order, every sample exactly once whatever the batch
-    size: one process, centre crops (None: whole patches), no flips."""
+def split_loader(source: str | Path, split: str, batch_size: int, crop: int | None, mode: str = "triplets") -> StreamLoader:
+    """Triplet (or `mode`) batches of a whole split in a fixed order, every sample exactly once
+    whatever the batch size: one process, centre crops (None: whole patches), no flips."""
     return make_loader(
-        source, split=split, mode="triplets", batch_size=batch_size, crop=crop, num_workers=0,
+        source, split=split, mode=mode, batch_size=batch_size, crop=crop, num_workers=0,
         rank=0, world_size=1, augment=False, drop_last=False,
     )
 

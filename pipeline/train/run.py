@@ -19,31 +19,34 @@ def make_loaders(stage: Stage, config: Mapping[str, Any], rank: int, world_size:
     """Training loader for this rank, and a validation loader (rank 0 only; see `split_loader`)."""
     data, seed = config["data"], int(config["seed"])
     train = make_loader(
-        data["source"], split=data["split"], mode=stage.mode, batch_size=data["batch_size"], crop=data["crop"],
+        data["source"], split=data["split"], mode=data.get("mode") or stage.mode, batch_size=data["batch_size"], crop=data["crop"],
         types=data["types"], seed=seed, num_workers=data["num_workers"], rank=rank, world_size=world_size,
+        where=stage.where(config),
     )
     val = None
     if rank == 0 and data["val_split"]:
         try:
-            val = split_loader(data["source"], data["val_split"], data["batch_size"], data["crop"])
+            val = split_loader(data["source"], data["val_split"], data["batch_size"], data["crop"], stage.val_mode)
         except D.UserError as err:
             raise D.UserError(f"validation split: {err} (data.val_split=null trains without validation)") from err
     return train, val
 
 
 def train(stage: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Train `stage` (a name in the stage registry); returns the last logged metrics and the final validation."""
+    """Train `stage` (a name in the stage registry); returns the last logged metrics and the final
+    validation (of the last run, when the stage makes several: one per fold)."""
     spec = get_stage(stage)
     config = absolute_paths(config)  # the saved config.yaml then works from any directory (a resume, a SLURM job)
     env = init_distributed(config["run"]["device"])
     try:
-        loader, val_loader = make_loaders(spec, config, env.rank, env.world_size)
-        with seeded_torch(int(config["seed"])):
-            task = spec.task(config, val_loader, env.device)
-            result = fit(task, loader, config, env)
-        if env.is_main:
-            spec.export(task.model, Path(config["run"]["out"]))
-        barrier()
+        for run in spec.runs(config):
+            loader, val_loader = make_loaders(spec, run, env.rank, env.world_size)
+            with seeded_torch(int(run["seed"])):
+                task = spec.task(run, val_loader, env.device)
+                result = fit(task, loader, run, env)
+            if env.is_main:
+                spec.export(task.model, Path(run["run"]["out"]), run)
+            barrier()
         return result
     finally:
         shutdown()

@@ -30,7 +30,8 @@ class Stage:
     """One training stage; see the module docstring."""
 
     name: ClassVar[str]
-    mode: ClassVar[str]  # loader mode of the training batches (pipeline.data.modes)
+    mode: ClassVar[str]  # loader mode of the training batches (pipeline.data.modes); data.mode may override it
+    val_mode: ClassVar[str] = "triplets"  # loader mode of its validation batches
 
     def defaults(self) -> dict[str, Any]:
         """base.yaml, then this stage's NAME.yaml over it."""
@@ -38,6 +39,14 @@ class Stage:
 
     def task(self, config: Mapping[str, Any], val_loader: Any | None, device: torch.device) -> Task:
         raise NotImplementedError
+
+    def runs(self, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The training runs one command makes, each a full config (a cross-fold stage makes one per fold)."""
+        return [dict(config)]
+
+    def where(self, config: Mapping[str, Any]) -> Callable[[Any], Any] | None:
+        """Which training samples a run may see (keys -> boolean mask); None: all of the split."""
+        return None
 
     def evaluate(self, model: nn.Module, loader: Any, limit: int = 0) -> Any:
         """Metrics of a model on triplet batches of a shard split."""
@@ -47,7 +56,7 @@ class Stage:
         """The trained model of a run (its folder, or the file the stage exports), in eval mode."""
         raise NotImplementedError
 
-    def export(self, model: nn.Module, out: Path) -> None:
+    def export(self, model: nn.Module, out: Path, config: Mapping[str, Any]) -> None:
         """Write what later stages or users load, into the run folder (rank 0, after training)."""
 
 
@@ -80,4 +89,4 @@ def build_model(factory: Callable[..., nn.Module], config: Mapping[str, Any], se
             raise D.UserError(f"{section} config: {err}") from err
 
 
-from pipeline.train.stages import perceiver, restorer  # noqa: E402, F401  (register the built-in stages)
+from pipeline.train.stages import medium, perceiver, restorer  # noqa: E402, F401  (register the built-in stages)

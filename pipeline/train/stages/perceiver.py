@@ -54,5 +54,5 @@ class Perceiver(Stage):
             raise D.InputNotFound(f"no trained perceiver at {file}: give {EXPORT} of a perceiver run, or its folder")
         return QualityPerceiver.load(file, device).eval()
 
-    def export(self, model: nn.Module, out: Path) -> None:
+    def export(self, model: nn.Module, out: Path, config: Mapping[str, Any]) -> None:
         model.save(out / EXPORT)  # type: ignore[operator]  (a QualityPerceiver)
