@@ -117,7 +117,7 @@ def fold_models(runs: str | Path, build: Build) -> tuple[tuple[MediumModel, ...]
     have = sorted(r["fold"] for _, r, _ in records)
     if have != list(range(count)):
         raise D.UserError(f"{runs} holds folds {have} of {count}: train the missing ones (`perceive-ir train medium folds.fold=K`)")
-    keys = build.manifest(["key"]).column("key").to_pylist()
+    keys = build.manifest(["key"], filters=[("tier", "=", "lq")]).column("key").to_pylist()
     models = []
     for folder, record, trained in records:
         if Path(record["source"]).resolve() != build.root.resolve():

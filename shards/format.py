@@ -164,7 +164,7 @@ def make_record(
         "layout": {
             "shards": "{split}/{type_dir}/shard-{index:06d}.tar",
             "type_dirs": {t: type_dir(t) for t in types},
-            "members": [member_name("KEY", tier, extension) for tier in member_tiers(config["tiers"])] + [record_member("KEY")],
+            "members": [member_name("KEY", tier, extension) for tier in member_tiers(config.get("tiers", "bands"))] + [record_member("KEY")],
             "null_psnr": "hq images are the clean patch: psnr is null (infinite), score is the metric of identical images",
         },
         "source": source,
@@ -203,7 +203,8 @@ def shard_version(schema: pa.Schema) -> int | str:
 
 def check_version(version: Any, where: str) -> None:
     if version not in READABLE_VERSIONS:
-        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        *rest, last = (str(v) for v in READABLE_VERSIONS)
+        readable = f"{', '.join(rest)} and {last}" if rest else last
         raise FormatError(
             f"{where} was written in build format version {version}; this perceive-ir reads versions {readable}: "
             "read it with the perceive-ir that wrote it, or rebuild it with this one (`perceive-ir build ... --overwrite`)"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY_LOSS, TINY_PERCEIVER, TINY_RESTORER
+from helpers import TINY_LOSS, TINY_NAFNET, TINY_PERCEIVER, TINY_RESTORER
 from pipeline.cli import COMMANDS, main, parse
 
 README = Path(__file__).parent.parent / "README.md"
@@ -83,6 +83,9 @@ TINY = {
     "calibrate": ["--patch", "64", "--patches-per-image", "1", "--steps", "3"],
     "perceiver": overrides("model", TINY_PERCEIVER),
     "restorer": overrides("model", TINY_RESTORER) + overrides("loss", {**TINY_LOSS, "perceptual_pretrained": None}),
+    "medium": overrides("model", {"backbone": "nafnet", "backbone_kwargs": TINY_NAFNET}),
+    # The papers' presets use the authors' perceptual loss: its own VGG16 taps, not TINY_LOSS's timm depths.
+    "preset": ["loss.perceptual_kwargs={}"],
     "train": ["optim.steps=2", "optim.warmup_steps=1", "data.crop=32", "data.batch_size=2", "data.num_workers=0", "run.device=cpu"],
 }
 
@@ -129,7 +132,7 @@ def runnable(line: str) -> list[str]:
     argv = argv_of(line)
     extra = TINY.get(argv[0], [])
     if argv[0] == "train" and "--print-config" not in argv:
-        extra = TINY[argv[1]] + TINY["train"]
+        extra = TINY[argv[1]] + TINY["train"] + (TINY["preset"] if "perceive-ir-" in line else [])
     head = [sys.executable, "-m", "pipeline.cli"]
     if words[0] == "torchrun":
         head = [sys.executable, "-m", "torch.distributed.run", *words[1 : words.index("-m")], "--standalone", "-m", "pipeline.cli"]

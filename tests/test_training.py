@@ -260,7 +260,7 @@ def test_stages_are_a_registry_with_defaults_as_data(capsys):
     assert restorer["data"]["crop"] == get_stage("perceiver").defaults()["data"]["crop"] == 128  # shared, from base.yaml
     assert get_stage("perceiver").mode == "tiers" and get_stage("restorer").mode == "triplets"
     assert main(["train", "denoiser", "--data.source", "x"]) == 2
-    assert "unknown training stage 'denoiser'; stages are perceiver, restorer" in capsys.readouterr().err
+    assert "unknown training stage 'denoiser'; stages are medium, perceiver, restorer" in capsys.readouterr().err
 
 
 def test_a_quality_loss_without_a_perceiver_is_warned_about_at_training_start(tmp_path):

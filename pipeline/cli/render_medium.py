@@ -7,8 +7,7 @@ import argparse
 HELP = "render a --tiers paper build's mq images (a medium restorer's output on lq), cross-fold, with dask"
 EXAMPLES = [
     "perceive-ir render-medium data/paper --from runs/medium            # the fold runs of `perceive-ir train medium`",
-    "perceive-ir render-medium data/paper --restorer runs/airnet_like    # one restorer for every sample (not cross-fold)",
-    "perceive-ir render-medium data/paper --folder restored/ --overwrite # images named KEY.png from another project's model",
+    "perceive-ir render-medium data/paper --restorer runs/restorer --overwrite   # one restorer for every sample (not cross-fold)",
 ]
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "train the quality perceiver (stage 1) or the restorer (stage 2) on built shards"
+HELP = "train the quality perceiver (stage 1), the medium restorer (paper tiers) or the restorer (stage 2) on built shards"
 EXAMPLES = [
+    "perceive-ir train medium --data.source data/paper -o runs/medium                 # 2 folds, then: render-medium",
     "perceive-ir train perceiver --data.source shards/ -o runs/perceiver",
+    "perceive-ir train restorer --config perceive-ir-3task data.source=shards/ loss.perceiver=runs/perceiver/perceiver.safetensors -o runs/3task",
     "perceive-ir train restorer --config restorer.yaml loss.perceiver=runs/perceiver/perceiver.safetensors",
     "perceive-ir train restorer --config restorer.yaml run.resume=true      # continue after a stop or SIGTERM",
     "torchrun --nproc-per-node 4 -m pipeline.cli train restorer --config restorer.yaml data.source=shards/ -o runs/restorer_ddp",
@@ -16,9 +18,10 @@ EXAMPLES = [
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # No `choices`: the stage registry imports torch, and --help should not; an unknown stage is a clear error.
-    p.add_argument("stage", help="the stage to train: perceiver (stage 1) or restorer (stage 2)")
+    p.add_argument("stage", help="the stage to train: perceiver (stage 1), medium (the paper tiers' mq) or restorer (stage 2)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-4 data.batch_size=16")
-    p.add_argument("--config", help="YAML file over the stage's defaults (see --print-config)")
+    p.add_argument("--config", help="YAML file over the stage's defaults, or a shipped preset: perceive-ir-3task, "
+                   "perceive-ir-5task (restorer), perceive-ir-perceiver, perceive-ir-medium (see --print-config)")
     p.add_argument("--data.source", dest="source", help="shard root written by `perceive-ir build` (= data.source=...)")
     p.add_argument("-o", "--out", help="run directory (= run.out=...)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (= run.resume=true)")
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"run.out={args.out}")
     if args.resume:
         overrides.append("run.resume=true")
-    config = resolve(get_stage(args.stage).defaults(), args.config, overrides)
+    config = resolve(get_stage(args.stage).defaults(), args.config, overrides, stage=args.stage)
     if args.print_config:
         print(yaml.safe_dump(config, sort_keys=False))
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,31 @@ def parse_override(text: str) -> dict[str, Any]:
     return value
 
 
-def resolve(defaults: Mapping[str, Any], path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Defaults, then the YAML file at `path` (if any), then each override in order."""
+def presets() -> dict[str, Path]:
+    """The shipped presets by name (pipeline/train/presets/NAME.yaml): the papers' recipes as config files."""
+    folder = resources.files("pipeline.train").joinpath("presets")
+    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")}
+
+
+def resolve(
+    defaults: Mapping[str, Any], path: str | Path | None, overrides: Sequence[str] = (), stage: str | None = None,
+) -> dict[str, Any]:
+    """Defaults, then the YAML file at `path` (if any: a file, or the name of a shipped preset), then
+    each override in order. A preset names the stage it is for (its `preset.stage`); another `stage` is refused."""
     config = copy.deepcopy(dict(defaults))
     if path:
+        shipped = presets()
+        if not Path(path).is_file() and str(path) in shipped:
+            path = shipped[str(path)]
         if not Path(path).is_file():
-            raise D.InputNotFound(f"config file {path} does not exist")
+            raise D.InputNotFound(f"config file {path} does not exist (shipped presets: {', '.join(sorted(shipped))})")
         loaded = _yaml(Path(path).read_text(), str(path)) or {}
         if not isinstance(loaded, Mapping):
             raise D.UserError(f"{path}: a config file must hold a mapping, got {type(loaded).__name__}")
+        loaded = dict(loaded)
+        meta = loaded.pop("preset", None) or {}
+        if stage and meta.get("stage") not in (None, stage):
+            raise D.UserError(f"{path} is a preset of the {meta['stage']} stage, not of {stage}: `perceive-ir train {meta['stage']} --config ...`")
         config = merge(config, loaded)
     for text in overrides:
         config = merge(config, parse_override(text))

@@ -26,7 +26,7 @@ def make_loaders(stage: Stage, config: Mapping[str, Any], rank: int, world_size:
     val = None
     if rank == 0 and data["val_split"]:
         try:
-            val = split_loader(data["source"], data["val_split"], data["batch_size"], data["crop"], stage.val_mode)
+            val = split_loader(data["source"], data["val_split"], data["batch_size"], data["crop"], stage.validation_mode(config))
         except D.UserError as err:
             raise D.UserError(f"validation split: {err} (data.val_split=null trains without validation)") from err
     return train, val

@@ -47,7 +47,8 @@ class Task(Protocol):
         """Metrics on the validation split, computed on rank 0 with the unwrapped model ({} without one).
 
         A task may also define `examples(model) -> N x 3 x H x W tensor` (before / after images),
-        which the log shows beside each validation."""
+        which the log shows beside each validation, and `on_epoch(model, epoch)`, which every rank
+        calls with the unwrapped model before the first batch of each epoch (a probe measurement)."""
 
 
 class Batches(Protocol):
@@ -79,15 +80,20 @@ def _move(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 class _EpochStream:
-    """Endless batches: a new epoch starts when the loader's epoch ends. Counts the epoch for resume."""
+    """Endless batches: a new epoch starts when the loader's epoch ends. Counts the epoch for resume,
+    and calls `on_epoch(epoch)` before the first batch of each epoch (and of a resumed one)."""
 
-    def __init__(self, loader: Batches, epoch: int, restored: bool) -> None:
-        self.loader, self.epoch = loader, epoch
+    def __init__(self, loader: Batches, epoch: int, restored: bool, on_epoch: Callable[[int], None] | None = None) -> None:
+        self.loader, self.epoch, self.on_epoch = loader, epoch, on_epoch
         if not restored:  # a restored loader is mid-epoch already
             loader.set_epoch(epoch)
         self._it = iter(loader)
+        self._started = False
 
     def next(self) -> Mapping[str, Any]:
+        if not self._started and self.on_epoch:
+            self.on_epoch(self.epoch)
+        self._started = True
         for _ in range(2):
             try:
                 return next(self._it)
@@ -95,6 +101,8 @@ class _EpochStream:
                 self.epoch += 1
                 self.loader.set_epoch(self.epoch)
                 self._it = iter(self.loader)
+                if self.on_epoch:
+                    self.on_epoch(self.epoch)
         raise RuntimeError("the training loader yields no batches: the split is smaller than one batch per rank")
 
 
@@ -173,7 +181,8 @@ class _Run:
 
     def fit(self) -> dict[str, Any]:
         restored, epoch = self.resume()
-        stream = _EpochStream(self.loader, epoch, restored)
+        on_epoch = getattr(self.task, "on_epoch", None)
+        stream = _EpochStream(self.loader, epoch, restored, on_epoch and (lambda e: self._on_epoch(on_epoch, e)))
         if self.env.is_main:
             output_folder(self.out, "run folder (run.out)")
             dump(self.config, self.out / "config.yaml")
@@ -204,6 +213,12 @@ class _Run:
             if metrics:
                 metrics.close()
         return self.last
+
+    def _on_epoch(self, hook: Callable[[nn.Module, int], None], epoch: int) -> None:
+        self.model.eval()
+        with torch.no_grad(), torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            hook(self.model, epoch)
+        self.model.train()
 
     def resume(self) -> tuple[bool, int]:
         """Restore everything from OUT/last.pt when run.resume asks for it; (restored, epoch)."""

@@ -31,7 +31,6 @@ class Stage:
 
     name: ClassVar[str]
     mode: ClassVar[str]  # loader mode of the training batches (pipeline.data.modes); data.mode may override it
-    val_mode: ClassVar[str] = "triplets"  # loader mode of its validation batches
 
     def defaults(self) -> dict[str, Any]:
         """base.yaml, then this stage's NAME.yaml over it."""
@@ -39,6 +38,10 @@ class Stage:
 
     def task(self, config: Mapping[str, Any], val_loader: Any | None, device: torch.device) -> Task:
         raise NotImplementedError
+
+    def validation_mode(self, config: Mapping[str, Any]) -> str:
+        """The loader mode of the validation batches."""
+        return "triplets"
 
     def runs(self, config: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The training runs one command makes, each a full config (a cross-fold stage makes one per fold)."""
@@ -70,7 +73,7 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
 
 def get_stage(name: str) -> Stage:
     if name not in STAGES:
-        raise D.UserError(f"unknown training stage {name!r}; stages are {', '.join(STAGES)}")
+        raise D.UserError(f"unknown training stage {name!r}; stages are {', '.join(sorted(STAGES))}")
     return STAGES[name]
 
 

@@ -47,6 +47,7 @@ class MediumTask(RestorerTask):
     def __init__(self, config: Mapping[str, Any], val_loader: Any | None, device: torch.device) -> None:
         self.model = build_restorer(config["model"])
         self.reconstruction = nn.L1Loss()
+        self.probe = None  # no difficulty threshold: L1 alone
         self.val_loader = val_loader
         self.val_batches = int(config["data"]["val_batches"])
 
@@ -59,7 +60,9 @@ class MediumTask(RestorerTask):
 class MediumStage(RestorerStage):
     name = "medium"
     mode = "pairs"
-    val_mode = "pairs"  # a paper build has no mq before this stage's models render it
+
+    def validation_mode(self, config: Mapping[str, Any]) -> str:
+        return "pairs"  # a paper build has no mq before this stage's models render it
 
     def task(self, config: Mapping[str, Any], val_loader: Any | None, device: torch.device) -> MediumTask:
         return MediumTask(config, val_loader, device)

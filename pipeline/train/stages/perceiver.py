@@ -27,9 +27,13 @@ class PerceiverTask:
         self.val_batches = int(config["data"]["val_batches"])
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any], rng: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(batch["image"])
-        loss = F.cross_entropy(logits, batch["tier"])
-        accuracy = (logits.argmax(dim=1) == batch["tier"]).float().mean()
+        images, tiers = batch.get("image"), batch.get("tier")
+        if images is None:  # triplets mode (data.mode=triplets): the three tiers of each sample, one crop and flip for all, as the authors
+            images = torch.cat([batch[t] for t in D.TIERS])
+            tiers = torch.arange(len(D.TIERS), device=images.device).repeat_interleave(len(batch["hq"]))
+        logits = model(images)
+        loss = F.cross_entropy(logits, tiers)
+        accuracy = (logits.argmax(dim=1) == tiers).float().mean()
         return loss, {"accuracy": float(accuracy)}
 
     def validate(self, model: nn.Module) -> dict[str, float]:

@@ -8,13 +8,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 import yaml
 from torch import nn
 
 import degradations as D
+import shards
 from model import Restorer
-from model.losses import DifficultyAdaptivePerceptualLoss, InfoNCE, LossWeights, PSNRLoss, QualityLoss
+from model.losses import (
+    DifficultyAdaptivePerceptualLoss, InfoNCE, LossWeights, PaperPerceptualLoss, PSNRLoss, QualityLoss, difficulty_weights,
+)
+from pipeline.data import make_loader
+from pipeline.data.catalog import load_catalog
 from pipeline.eval.shards import evaluate_restorer, first_batches
 from pipeline.train import checkpoint
 from pipeline.train.stages import Stage, build_model, get_stage, register_stage
@@ -28,32 +35,55 @@ def build_restorer(config: Mapping[str, Any], *, weights_follow: bool = False) -
     return build_model(Restorer, {**config, **backbone_kwargs}, weights_follow=weights_follow)  # type: ignore[return-value]
 
 
+PERCEPTUAL_KINDS = ("hardness", "paper")
+INPUTS = ("auto", "lq", "lq+mq")
+
+
+def tier_scheme(source: Any) -> str:
+    """The tier scheme of the build at `source` (a shard URL list has no record: bands)."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        return shards.open_build(source).tiers
+    return "bands"
+
+
 class RestorerTask:
     """Restore lq toward hq, with mq as medium-quality negatives and the perceiver as a judge."""
 
     def __init__(self, config: Mapping[str, Any], val_loader: Any | None, device: torch.device) -> None:
-        loss_cfg = config["loss"]
+        loss_cfg, data = config["loss"], config["data"]
         self.model = build_restorer(config["model"])
         self.weights = LossWeights(
             reconstruction=loss_cfg["reconstruction"], contrastive=loss_cfg["contrastive"],
             quality=loss_cfg["quality"], perceptual=loss_cfg["perceptual"],
         )
         kinds = {"l1": nn.L1Loss, "psnr": PSNRLoss}
-        if loss_cfg["reconstruction_kind"] not in kinds:
-            raise D.UserError(f"loss.reconstruction_kind is {loss_cfg['reconstruction_kind']!r}; choose one of {', '.join(kinds)}")
+        _choice("loss.reconstruction_kind", loss_cfg["reconstruction_kind"], kinds)
+        _choice("loss.perceptual_kind", loss_cfg["perceptual_kind"], PERCEPTUAL_KINDS)
+        _choice("data.inputs", data["inputs"], INPUTS)
         self.reconstruction = kinds[loss_cfg["reconstruction_kind"]]()
-        self.infonce = InfoNCE() if config["model"]["cfe"] and self.weights.contrastive else None
+        # A paper build's mq is a restoration, not a degradation to learn from: only lq is an input there.
+        inputs = data["inputs"] if data["inputs"] != "auto" else ("lq" if tier_scheme(data["source"]) == "paper" else "lq+mq")
+        self.mq_inputs = inputs == "lq+mq"
+        self.infonce = InfoNCE(loss_cfg["temperature"]) if config["model"]["cfe"] and self.weights.contrastive else None
         self.quality = None
         if self.weights.quality and loss_cfg["perceiver"]:
-            self.quality = QualityLoss(get_stage("perceiver").load_trained(loss_cfg["perceiver"], device)).to(device)
+            perceiver = get_stage("perceiver").load_trained(loss_cfg["perceiver"], device)
+            self.quality = QualityLoss(perceiver, logit_scale=loss_cfg["quality_logit_scale"]).to(device)
         elif self.weights.quality:
             warnings.warn(
                 f"loss.quality is {self.weights.quality} but loss.perceiver names no trained perceiver: training without "
                 "the CLIP quality loss; give loss.perceiver=RUN/perceiver.safetensors (stage 1), or loss.quality=0",
                 stacklevel=2,
             )
-        self.perceptual = None
-        if self.weights.perceptual:
+        self.perceptual: nn.Module | None = None
+        self.probe: ProbeSet | None = None
+        if self.weights.perceptual and loss_cfg["perceptual_kind"] == "paper":
+            pretrained = loss_cfg["perceptual_pretrained"]
+            vgg = {"weights": "IMAGENET1K_V1" if pretrained is True else pretrained or None}
+            self.perceptual = build_model(PaperPerceptualLoss, {**vgg, **loss_cfg["perceptual_kwargs"]}, "loss.perceptual").to(device)
+            if loss_cfg["probe_per_type"]:
+                self.probe = ProbeSet(config, int(loss_cfg["probe_per_type"]))
+        elif self.weights.perceptual:
             perceptual = {"feature_model": loss_cfg["perceptual_model"], "pretrained": loss_cfg["perceptual_pretrained"]}
             self.perceptual = build_model(
                 DifficultyAdaptivePerceptualLoss, {**perceptual, **loss_cfg["perceptual_kwargs"]}, "loss.perceptual"
@@ -61,13 +91,20 @@ class RestorerTask:
         self.val_loader = val_loader
         self.val_batches = int(config["data"]["val_batches"])
 
+    def on_epoch(self, model: nn.Module, epoch: int) -> None:
+        """The paper's difficulty threshold: the model's mean PSNR on the probe set, at each epoch's start."""
+        if self.probe is not None:
+            self.probe.measure(model)
+
     def loss(self, model: nn.Module, batch: Mapping[str, Any], rng: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         lq, mq, hq = batch["lq"], batch["mq"], batch["hq"]
-        # Restore both grades: each sample's input is its mq or its lq image, half and half, so
-        # the restorer learns how much to do (trained on lq alone, it over-corrects mild damage).
-        # Both stay the negatives of the perceptual loss.
-        pick_mq = (torch.rand(len(lq), generator=rng) < 0.5).view(-1, 1, 1, 1).to(lq.device)
-        degraded = torch.where(pick_mq, mq, lq)
+        degraded = lq
+        if self.mq_inputs:
+            # Restore both grades: each sample's input is its mq or its lq image, half and half, so
+            # the restorer learns how much to do (trained on lq alone, it over-corrects mild damage).
+            # Both stay the negatives of the perceptual loss.
+            pick_mq = (torch.rand(len(lq), generator=rng) < 0.5).view(-1, 1, 1, 1).to(lq.device)
+            degraded = torch.where(pick_mq, mq, lq)
         # The CFE's positive: another crop (three quarters of each side) of the same degraded image.
         h, w = degraded.shape[-2:]
         ch, cw = max(8, 3 * h // 4), max(8, 3 * w // 4)
@@ -80,9 +117,18 @@ class RestorerTask:
             terms["contrastive"] = self.infonce(aux["embedding"], aux["positive_embedding"], groups)
         if self.quality is not None:
             terms["quality"] = self.quality(restored.clamp(0, 1))
-        if self.perceptual is not None:
+        if isinstance(self.perceptual, PaperPerceptualLoss):
+            # mq is the proxy: the medium restorer's output on this sample (the authors' stage-1 proxy).
+            weights = None
+            if self.probe is not None and self.probe.tau is not None:
+                weights = difficulty_weights(image_psnr(mq, hq)[:, None], self.probe.tau)
+            terms["perceptual"] = self.perceptual(restored, hq, degraded, [mq], weights)
+        elif self.perceptual is not None:
             terms["perceptual"] = self.perceptual(restored, hq, lq, [mq])
-        return self.weights.total(terms), {k: float(v.detach()) for k, v in terms.items()}
+        logged = {k: float(v.detach()) for k, v in terms.items()}
+        if self.probe is not None and self.probe.tau is not None:
+            logged["probe_psnr"] = self.probe.tau
+        return self.weights.total(terms), logged
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         if self.val_loader is None:
@@ -106,6 +152,58 @@ class RestorerTask:
         return torch.cat([lq, model(lq).clamp(0, 1), hq], dim=-1).cpu()
 
 
+def _choice(key: str, value: Any, choices: Any) -> None:
+    if value not in choices:
+        raise D.UserError(f"{key} is {value!r}; choose one of {', '.join(choices)}")
+
+
+def image_psnr(images: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each image of a batch in [0, 1] against its clean one, shape (B,)."""
+    mse = (images.float().clamp(0, 1) - clean.float()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+class ProbeSet:
+    """The authors' fixed probe set: `per_type` training samples of each type, chosen evenly over
+    the order of their input PSNR (lq against hq), read as centre crops. `measure` sets `tau`, the
+    model's mean PSNR on them, which `difficulty_weights` compares each proxy with."""
+
+    def __init__(self, config: Mapping[str, Any], per_type: int) -> None:
+        data = config["data"]
+        keys = probe_keys(data["source"], data["split"], per_type, data["types"])
+        self.keys = frozenset(keys)
+        self.loader = make_loader(
+            data["source"], split=data["split"], mode="pairs", batch_size=data["batch_size"], crop=data["crop"],
+            num_workers=0, rank=0, world_size=1, augment=False, drop_last=False, where=lambda k: k.isin(self.keys),
+        )
+        self.tau: float | None = None
+
+    def measure(self, model: nn.Module) -> float:
+        device = next(model.parameters()).device
+        values = [image_psnr(model(b["lq"].to(device)), b["hq"].to(device)) for b in first_batches(self.loader, 0)]
+        self.tau = float(torch.cat(values).mean())
+        return self.tau
+
+
+def probe_keys(source: Any, split: str, per_type: int, types: Any = None) -> list[str]:
+    """`per_type` keys of each type of `split` (or of `types`), at evenly spaced ranks of input PSNR."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        rows = shards.open_build(source).manifest(["key", "type", "psnr"], filters=[("split", "=", split), ("tier", "=", "lq")])
+        frame = rows.to_pandas().rename(columns={"psnr": "quality"})
+    else:  # a URL list: the stored score (the build's metric) stands in for PSNR
+        catalog = load_catalog(source, split)
+        sample_type = np.repeat(catalog.shard_type, np.diff(catalog.shard_start))
+        frame = pd.DataFrame({"key": catalog.keys, "type": [catalog.types[t] for t in sample_type],
+                              "quality": catalog.score[:, D.TIERS.index("lq")]})
+    if types:
+        frame = frame[frame["type"].isin([D.canonical_name(t) for t, w in (types.items() if isinstance(types, Mapping) else ((t, 1) for t in types)) if w])]
+    keys = []
+    for _, group in frame.sort_values(["type", "quality", "key"], kind="stable").groupby("type", sort=True):
+        picks = np.unique(((np.arange(per_type) + 0.5) * len(group) / per_type).astype(int)) if len(group) > per_type else np.arange(len(group))
+        keys += group["key"].iloc[picks].tolist()
+    return keys
+
+
 def _type_ids(types: list[str], device: torch.device) -> torch.Tensor:
     """Stable small integers per type name (the same on every rank, for InfoNCE's cross-rank groups)."""
     return torch.tensor([D.derive_seed(t) % (1 << 31) for t in types], device=device)
@@ -115,6 +213,10 @@ def _type_ids(types: list[str], device: torch.device) -> torch.Tensor:
 class RestorerStage(Stage):
     name = "restorer"
     mode = "triplets"
+
+    def validation_mode(self, config: Mapping[str, Any]) -> str:
+        """Triplets (restore mq and lq) on a bands build; pairs on a paper build, whose mq is a restoration."""
+        return "pairs" if tier_scheme(config["data"]["source"]) == "paper" else "triplets"
 
     def task(self, config: Mapping[str, Any], val_loader: Any | None, device: torch.device) -> RestorerTask:
         return RestorerTask(config, val_loader, device)
