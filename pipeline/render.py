@@ -232,7 +232,8 @@ def _prepare(root: Path, record: dict[str, Any], overwrite: bool) -> None:
         if not same:
             for f in [*root.glob("*/*/shard-*.mq.tar"), *root.glob("*/*/shard-*.mq.parquet"), root / MEDIUM]:
                 f.unlink(missing_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _run(todo: list[RenderSpec], job: RenderJob, workers: int | None, scheduler: str | None, progress: bool) -> None:

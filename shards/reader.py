@@ -11,17 +11,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 import degradations as D
 from shards.codec import decode
-from shards.format import Build, open_build, record_member
+from shards.format import MEDIUM_KIND, Build, open_build, record_member
 
 
 def read_samples(out: str | Path | Build, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """{key: {"hq": image, "mq": image, "lq": image, "json": record}} for the given keys of a finished build."""
+    """{key: {"hq": image, "mq": image, "lq": image, "json": record}} for the given keys of a finished
+    build. A paper-scheme build has mq once it is rendered: then record["mq"] is its KEY.medium.json
+    with the input's severity; before, the sample has no mq."""
     build = out if isinstance(out, Build) else open_build(out)
-    rows = build.manifest(["key", "tier", "shard", "member"], filters=[("key", "in", list(keys))])
+    columns = ["key", "tier", "severity", "shard", "member"]
+    rows = build.manifest(columns, filters=[("key", "in", list(keys))])
+    if build.tiers == "paper" and build.rendered:
+        rows = pa.concat_tables([rows, build.medium(columns, filters=[("key", "in", list(keys))])])
     missing = set(keys) - set(rows.column("key").to_pylist())
     if missing:
         raise D.UserError(f"no sample with key {sorted(missing)[0]!r} in {build.root}")
@@ -32,10 +38,16 @@ def read_samples(out: str | Path | Build, keys: Sequence[str]) -> dict[str, dict
             with tarfile.open(build.path(shard)) as tar:
                 for row in in_shard:
                     samples[row["key"]][row["tier"]] = decode(_member(tar, row["member"]))
-                for key in {r["key"] for r in in_shard}:
+                    if row["tier"] == "mq" and build.tiers == "paper":  # a companion: its record is KEY.medium.json
+                        medium = json.loads(_member(tar, f"{row['key']}.{MEDIUM_KIND}.json"))
+                        samples[row["key"]]["medium"] = {**medium, "severity": row["severity"], "tier": "mq"}
+                for key in {r["key"] for r in in_shard if r["tier"] != "mq" or build.tiers == "bands"}:
                     samples[key]["json"] = json.loads(_member(tar, record_member(key)))
         except (OSError, tarfile.TarError, ValueError) as err:  # ValueError: an undecodable member or JSON
             raise D.UserError(f"shard {build.path(shard)} is damaged: {err}") from None
+    for sample in samples.values():
+        if "medium" in sample:
+            sample["json"]["mq"] = sample.pop("medium")
     return samples
 
 

@@ -23,3 +23,15 @@ def test_demo_writes_its_report(tmp_path, capsys):
     assert rows[-1]["type"] == "average" and rows[-1]["n"] > 0
     assert "per type:" in printed and all(f"{t} " in printed.split("per type:")[1] for t in ("blur", "haze", "noise"))
     assert "randomly initialised" in (out / "report.md").read_text()
+
+
+def test_the_paper_tiers_demo_runs_the_whole_path(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--tiers", "paper", "-o", str(out), "--steps", "20,10,10", "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "paper tiers, 0 skipped" in printed and "lq inputs" in printed
+    assert (out / "medium" / "fold-0" / "fold.json").is_file() and (out / "medium" / "fold-1" / "fold.json").is_file()
+    assert (out / "shards" / "medium.parquet").is_file() and (out / "restorer" / "last.pt").is_file()
+    rows = json.loads((out / "restorer_val.json").read_text())
+    assert {r["tier"] for r in rows} == {"lq", "all"}  # mq is a restoration on paper tiers: only lq is restored
+    assert "samples skipped by the build | 0" in (out / "report.md").read_text()

@@ -259,3 +259,22 @@ def test_a_restorer_with_the_papers_losses_trains_on_a_rendered_build(rendered, 
     # Validation on a paper build restores lq only (its mq is a restoration, not an input).
     assert "val_psnr/noise/lq" in result and not any(k.endswith("/mq") for k in result)
     assert pq.read_table(rendered / "medium.parquet").num_rows > 0
+
+
+def test_the_perceiver_learns_from_synchronised_triplets(rendered, tmp_path):
+    from pipeline.train.stages.perceiver import PerceiverTask
+
+    cfg = stage_config("perceiver", tmp_path / "perceiver", steps=2)
+    cfg["data"].update(source=str(rendered), crop=32, batch_size=3, num_workers=0, mode="triplets")
+    task = PerceiverTask(cfg, None)
+    batch = next(iter(make_loader(rendered, mode="triplets", batch_size=3, crop=32, num_workers=0)))
+    seen = []
+    task.model.forward = lambda images: seen.append(images) or torch.zeros(len(images), 3)  # type: ignore[method-assign]
+    task.loss(task.model, batch, torch.Generator())
+    # One pass over lq, mq and hq of the same crops, labelled 0, 1, 2 in that order.
+    assert torch.equal(seen[0], torch.cat([batch["lq"], batch["mq"], batch["hq"]]))
+    cfg["run"]["device"] = "cpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train("perceiver", cfg)
+    assert 0 <= result["tier_accuracy"] <= 1 and result["n"] > 0

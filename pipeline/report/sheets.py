@@ -55,6 +55,8 @@ def build_sheet(
         for key in chosen[name]:
             record = images[key]["json"]
             for tier in shards.MEMBER_TIERS:
+                if tier not in images[key]:  # a paper build's mq before render-medium
+                    continue
                 r = record[tier]
                 row.append(tile(images[key][tier], [f"{tier} s={r['severity']:.2f} {metric}={r['score']:.2f}"], size))
         grid_rows.append(row)

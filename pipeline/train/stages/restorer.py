@@ -88,6 +88,7 @@ class RestorerTask:
             self.perceptual = build_model(
                 DifficultyAdaptivePerceptualLoss, {**perceptual, **loss_cfg["perceptual_kwargs"]}, "loss.perceptual"
             ).to(device)
+        self.perceptual_crop = loss_cfg["perceptual_crop"]
         self.val_loader = val_loader
         self.val_batches = int(config["data"]["val_batches"])
 
@@ -117,14 +118,16 @@ class RestorerTask:
             terms["contrastive"] = self.infonce(aux["embedding"], aux["positive_embedding"], groups)
         if self.quality is not None:
             terms["quality"] = self.quality(restored.clamp(0, 1))
-        if isinstance(self.perceptual, PaperPerceptualLoss):
-            # mq is the proxy: the medium restorer's output on this sample (the authors' stage-1 proxy).
-            weights = None
-            if self.probe is not None and self.probe.tau is not None:
-                weights = difficulty_weights(image_psnr(mq, hq)[:, None], self.probe.tau)
-            terms["perceptual"] = self.perceptual(restored, hq, degraded, [mq], weights)
-        elif self.perceptual is not None:
-            terms["perceptual"] = self.perceptual(restored, hq, lq, [mq])
+        if self.perceptual is not None:
+            r, h, d, m, low = _same_crop((restored, hq, degraded, mq, lq), self.perceptual_crop, rng)
+            if isinstance(self.perceptual, PaperPerceptualLoss):
+                # mq is the proxy: the medium restorer's output on this sample (the authors' stage-1 proxy).
+                weights = None
+                if self.probe is not None and self.probe.tau is not None:
+                    weights = difficulty_weights(image_psnr(m, h)[:, None], self.probe.tau)
+                terms["perceptual"] = self.perceptual(r, h, d, [m], weights)
+            else:
+                terms["perceptual"] = self.perceptual(r, h, low, [m])
         logged = {k: float(v.detach()) for k, v in terms.items()}
         if self.probe is not None and self.probe.tau is not None:
             logged["probe_psnr"] = self.probe.tau
@@ -150,6 +153,15 @@ class RestorerTask:
         device = next(model.parameters()).device
         lq, hq = batch["lq"][:n].to(device), batch["hq"][:n].to(device)
         return torch.cat([lq, model(lq).clamp(0, 1), hq], dim=-1).cpu()
+
+
+def _same_crop(images: tuple[torch.Tensor, ...], side: int | None, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The same random `side` x `side` box of every batch in `images` (all of them when None or larger)."""
+    h, w = images[0].shape[-2:]
+    if side is None or side >= min(h, w):
+        return images
+    y, x = (int(torch.randint(0, n - side + 1, (1,), generator=rng)) for n in (h, w))
+    return tuple(im[..., y : y + side, x : x + side] for im in images)
 
 
 def _choice(key: str, value: Any, choices: Any) -> None:
