@@ -84,8 +84,8 @@ TINY = {
     "perceiver": overrides("model", TINY_PERCEIVER),
     "restorer": overrides("model", TINY_RESTORER) + overrides("loss", {**TINY_LOSS, "perceptual_pretrained": None}),
     "medium": overrides("model", {"backbone": "nafnet", "backbone_kwargs": TINY_NAFNET}),
-    # The papers' presets use the authors' perceptual loss: its own VGG16 taps, not TINY_LOSS's timm depths.
-    "preset": ["loss.perceptual_kwargs={}"],
+    # The restorer presets use the authors' perceptual loss: its own VGG16 taps, not TINY_LOSS's timm depths.
+    "restorer preset": overrides("model", TINY_RESTORER) + overrides("loss", {"perceptual_pretrained": None}),
     "train": ["optim.steps=2", "optim.warmup_steps=1", "data.crop=32", "data.batch_size=2", "data.num_workers=0", "run.device=cpu"],
 }
 
@@ -132,7 +132,8 @@ def runnable(line: str) -> list[str]:
     argv = argv_of(line)
     extra = TINY.get(argv[0], [])
     if argv[0] == "train" and "--print-config" not in argv:
-        extra = TINY[argv[1]] + TINY["train"] + (TINY["preset"] if "perceive-ir-" in line else [])
+        preset = argv[1] == "restorer" and "--config perceive-ir-" in line
+        extra = TINY["restorer preset" if preset else argv[1]] + TINY["train"]
     head = [sys.executable, "-m", "pipeline.cli"]
     if words[0] == "torchrun":
         head = [sys.executable, "-m", "torch.distributed.run", *words[1 : words.index("-m")], "--standalone", "-m", "pipeline.cli"]
