@@ -34,7 +34,15 @@ import shards
 from shards.codec import Codec, parse_codec
 from shards.files import atomic_output, folder_lock, shard_writer
 from shards.format import (
-    MEDIUM, MEDIUM_KIND, MEDIUM_RECORD, MEDIUM_SCHEMA, Build, companion_tar, member_name, open_build, shard_manifest,
+    MEDIUM,
+    MEDIUM_KIND,
+    MEDIUM_RECORD,
+    MEDIUM_SCHEMA,
+    Build,
+    companion_tar,
+    member_name,
+    open_build,
+    shard_manifest,
 )
 from shards.manifest import merge_manifests, read_shard_errors, write_shard_manifest
 

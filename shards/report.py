@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,5 +142,10 @@ def _histogram(frame: pd.DataFrame, column: str, span: tuple[float, float], titl
 
 
 def inspect(out: str | Path) -> Report:
-    """The report of the finished build in `out`; FormatError when it holds none."""
-    return Report.of(open_build(out))
+    """The report of the finished build in `out`, with a paper build's rendered mq images; FormatError when it holds none."""
+    build = open_build(out)
+    report = Report.of(build)
+    if build.tiers == "paper" and build.rendered:
+        medium = build.medium(["split", "type", "tier", "severity", "score", "psnr"]).to_pandas()
+        report = replace(report, manifest=pd.concat([report.manifest, medium], ignore_index=True))
+    return report

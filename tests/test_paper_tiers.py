@@ -168,7 +168,7 @@ def test_a_fold_model_that_saw_its_fold_is_refused(paper_build, medium_runs, tmp
 
     runs = tmp_path / "runs"
     shutil.copytree(medium_runs, runs)
-    leaked = sorted(k for k in shards.open_build(paper_build).manifest(["key"]).column("key").to_pylist() if shards.fold_of(k, 2) == 0)[0]
+    leaked = min(k for k in shards.open_build(paper_build).manifest(["key"]).column("key").to_pylist() if shards.fold_of(k, 2) == 0)
     with gzip.open(runs / "fold-0" / TRAINED_KEYS, "at") as f:
         f.write(leaked + "\n")
     copy = tmp_path / "build"
@@ -278,3 +278,8 @@ def test_the_perceiver_learns_from_synchronised_triplets(rendered, tmp_path):
         warnings.simplefilter("ignore")
         result = train("perceiver", cfg)
     assert 0 <= result["tier_accuracy"] <= 1 and result["n"] > 0
+
+
+def test_inspect_counts_the_rendered_mq(paper_build, rendered):
+    before, after = shards.inspect(paper_build).counts(), shards.inspect(rendered).counts()
+    assert before["mq"].sum() == 0 and (after["mq"] == after["hq"]).all() and (after["hq"] == before["hq"]).all()

@@ -18,7 +18,13 @@ import degradations as D
 import shards
 from model import Restorer
 from model.losses import (
-    DifficultyAdaptivePerceptualLoss, InfoNCE, LossWeights, PaperPerceptualLoss, PSNRLoss, QualityLoss, difficulty_weights,
+    DifficultyAdaptivePerceptualLoss,
+    InfoNCE,
+    LossWeights,
+    PaperPerceptualLoss,
+    PSNRLoss,
+    QualityLoss,
+    difficulty_weights,
 )
 from pipeline.data import make_loader
 from pipeline.data.catalog import load_catalog
