@@ -7,7 +7,10 @@
 * `PaperPerceptualLoss`, `difficulty_weights`: the Perceive-IR authors' form of that loss, with
   proxy restorations as the medium negatives, weighted by how hard each sample is.
 * `InfoNCE`: the CFE's contrastive loss, negatives gathered across ranks when distributed.
-* `LossWeights`: 1 (reconstruction), 0.1 (contrastive), 0.05 (CLIP quality), 0.1 (perceptual).
+* `InternalClueLoss`: ClearAIR's internal clue reuse, a strong augmentation of a weakly augmented
+  output kept close to it.
+* `LossWeights`: 1 (reconstruction), 0.1 (contrastive), 0.05 (CLIP quality), 0.1 (perceptual),
+  0 (internal clue reuse; ClearAIR's is 0.25).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torchvision
 from torch import nn
 from torch.distributed.nn.functional import all_gather
 from torch.nn import L1Loss
+from torchvision.transforms.v2 import functional as TF
 
 from .features import FrozenFeatures, Pretrained
 from .perceiver import TIERS, QualityPerceiver
@@ -48,6 +52,7 @@ class LossWeights:
     contrastive: float = 0.1
     quality: float = 0.05
     perceptual: float = 0.1
+    internal: float = 0.0
 
     def total(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Weighted sum of the given terms, keyed by field name; absent terms count zero."""
@@ -285,6 +290,40 @@ def _vgg16_features(weights: str | Path | None) -> nn.Sequential:
             state = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
         features.load_state_dict(state)
     return features
+
+
+class InternalClueLoss(nn.Module):
+    """ClearAIR's internal clue reuse: `gamma * ||weak - strong||^2` (mean squared error), where weak
+    is a random crop of 0.7 of each side of the restored output resized back, and strong is weak
+    under colour jitter (brightness, contrast, saturation factors in 1 +- 0.4, one draw per image)
+    and a 5 x 5 Gaussian blur of sigma 1: the authors' augmentations. Draws come from `rng`."""
+
+    def __init__(self, gamma: float = 0.05, crop: float = 0.7, jitter: float = 0.4, sigma: float = 1.0) -> None:
+        super().__init__()
+        self.gamma, self.crop, self.jitter, self.sigma = gamma, crop, jitter, sigma
+
+    def forward(self, restored: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        weak = self.weak(restored, rng)
+        return self.gamma * F.mse_loss(weak, self.strong(weak, rng))
+
+    def weak(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        ch, cw = max(1, round(self.crop * h)), max(1, round(self.crop * w))
+        y, x = (int(torch.randint(0, n + 1, (1,), generator=rng)) for n in (h - ch, w - cw))
+        return F.interpolate(images[..., y : y + ch, x : x + cw], size=(h, w), mode="bilinear", align_corners=False)
+
+    def strong(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        # Written out rather than torchvision's adjust_* so that every image gets its own factors in
+        # one batched op; the formulas are torchvision's (blend with black, grey mean, greyscale).
+        b = len(images)
+        factors = 1 + self.jitter * (2 * torch.rand(3, b, 1, 1, 1, generator=rng) - 1)
+        brightness, contrast, saturation = factors.to(images.device, images.dtype)
+        x = (images * brightness).clamp(0, 1)
+        grey = TF.rgb_to_grayscale(x)
+        x = ((x - grey.mean((1, 2, 3), keepdim=True)) * contrast + grey.mean((1, 2, 3), keepdim=True)).clamp(0, 1)
+        grey = TF.rgb_to_grayscale(x)
+        x = ((x - grey) * saturation + grey).clamp(0, 1)
+        return TF.gaussian_blur(x, kernel_size=[5, 5], sigma=[self.sigma] * 2)
 
 
 class InfoNCE(nn.Module):

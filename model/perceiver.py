@@ -116,9 +116,12 @@ class QualityPerceiver(nn.Module):
         Images are float RGB in [0, 1] of any size (B, 3, H, W), resized whole (not cropped) to the
         CLIP input size, so every region counts. Unscaled, for losses that softmax them as they are.
         """
+        return self.encode_image(images) @ self.prompt_features().T
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised CLIP image embeddings (B, embed_dim) of images in [0, 1], resized whole."""
         x = F.interpolate(images, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
-        image_features = self.clip.encode_image((x - self.mean) / self.std, normalize=True)
-        return image_features @ self.prompt_features().T
+        return self.clip.encode_image((x - self.mean) / self.std, normalize=True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits over (lq, mq, hq), shape (B, 3): the similarities times CLIP's learned logit scale."""

@@ -79,7 +79,7 @@ class Restorer(nn.Module):
             return self.guidance[level](features, semantic[level], code)
 
         height, width = lq.shape[-2:]
-        padded = _pad_to_multiple(lq, self.backbone.size_multiple)
+        padded = pad_to_multiple(lq, self.backbone.size_multiple)
         restored = self.backbone(padded, guide if self.guidance is not None else None)[..., :height, :width]
         if not return_aux:
             return restored
@@ -88,6 +88,11 @@ class Restorer(nn.Module):
             aux["positive_embedding"] = self.embed(positive)
         return restored, aux
 
+    @property
+    def trains_code(self) -> bool:
+        """Whether a degradation code is trained (the CFE's), for the contrastive loss."""
+        return self.cfe is not None
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The CFE's degradation code (B, embed_dim) for images in [0, 1]."""
         if self.cfe is None:
@@ -95,7 +100,7 @@ class Restorer(nn.Module):
         return self.cfe(images)
 
 
-def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad bottom and right to multiples of `multiple`: mirrored where the image is large enough, else repeated."""
     height, width = images.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple

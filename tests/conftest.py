@@ -31,12 +31,22 @@ def photo_crops() -> list[np.ndarray]:
 @pytest.fixture
 def restorer_run(tmp_path: Path) -> Path:
     """A restorer run folder (config.yaml + last.pt) holding a tiny untrained restorer."""
+    return _untrained_run(tmp_path, "restorer", "run")
+
+
+@pytest.fixture
+def clearair_run(tmp_path: Path) -> Path:
+    """A restorer run folder holding a tiny untrained ClearAIR (offline providers)."""
+    return _untrained_run(tmp_path, "clearair", "clearair")
+
+
+def _untrained_run(tmp_path: Path, stage: str, name: str) -> Path:
     from pipeline.train import checkpoint
     from pipeline.train.config import dump
     from pipeline.train.stages import seeded_torch
     from pipeline.train.stages.restorer import build_restorer
 
-    config = stage_config("restorer", tmp_path / "run")
+    config = stage_config(stage, tmp_path / name)
     config["model"].update(sgm=False)
     run = Path(config["run"]["out"])
     run.mkdir()

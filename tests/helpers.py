@@ -23,12 +23,18 @@ TINY_RESTORER = {
     "backbone_kwargs": TINY_NAFNET,
 }
 TINY_LOSS = {"perceptual_kwargs": {"depths": [0, 1], "layer_weights": [0.5, 1.0]}}
+TINY_CLEARAIR = {"width": 8, "blocks": [1, 1, 1, 1], "heads": [1, 1, 2, 2], "refinement_blocks": 1}
 
 
 def stage_config(stage: str, out: Path, steps: int = 4, **run: Any) -> dict[str, Any]:
-    """The stage's defaults with tiny random models, `steps` steps, logging every step, no bf16."""
-    cfg = get_stage(stage).defaults()
-    cfg["model"] = dict(TINY_PERCEIVER if stage == "perceiver" else TINY_RESTORER)
+    """The stage's defaults with tiny random models, `steps` steps, logging every step, no bf16.
+    Stage "clearair" is the restorer stage with a tiny ClearAIR and the internal clue reuse loss."""
+    cfg = get_stage("restorer" if stage == "clearair" else stage).defaults()
+    if stage == "clearair":
+        cfg["model"].update(arch="clearair", clearair={**cfg["model"]["clearair"], **TINY_CLEARAIR})
+        cfg["loss"].update(internal=0.25, perceptual=0.0)
+    else:
+        cfg["model"] = dict(TINY_PERCEIVER if stage == "perceiver" else TINY_RESTORER)
     if stage == "restorer":
         cfg["loss"].update(TINY_LOSS)
     cfg["optim"].update(steps=steps, warmup_steps=2, lr=3e-3)

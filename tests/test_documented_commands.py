@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY_LOSS, TINY_NAFNET, TINY_PERCEIVER, TINY_RESTORER
+from helpers import TINY_CLEARAIR, TINY_LOSS, TINY_NAFNET, TINY_PERCEIVER, TINY_RESTORER
 from pipeline.cli import COMMANDS, main, parse
 
 README = Path(__file__).parent.parent / "README.md"
@@ -69,8 +69,10 @@ def test_documented_training_command_resolves_every_setting_it_names(line, capsy
     for word in argv:
         if "=" in word and not word.startswith("-"):
             dotted, value = word.split("=", 1)
-            section, key = dotted.split(".", 1)
-            assert config[section][key] == yaml.safe_load(value), word
+            found = config
+            for part in dotted.split("."):
+                found = found[part]
+            assert found == yaml.safe_load(value), word
 
 
 def overrides(section: str, settings: dict) -> list[str]:
@@ -86,6 +88,7 @@ TINY = {
     "medium": overrides("model", {"backbone": "nafnet", "backbone_kwargs": TINY_NAFNET}),
     # The restorer presets use the authors' perceptual loss: its own VGG16 taps, not TINY_LOSS's timm depths.
     "restorer preset": overrides("model", TINY_RESTORER) + overrides("loss", {"perceptual_pretrained": None}),
+    "clearair preset": overrides("model.clearair", TINY_CLEARAIR),
     "train": ["optim.steps=2", "optim.warmup_steps=1", "data.crop=32", "data.batch_size=2", "data.num_workers=0", "run.device=cpu"],
 }
 
@@ -133,7 +136,8 @@ def runnable(line: str) -> list[str]:
     extra = TINY.get(argv[0], [])
     if argv[0] == "train" and "--print-config" not in argv:
         preset = argv[1] == "restorer" and "--config perceive-ir-" in line
-        extra = TINY["restorer preset" if preset else argv[1]] + TINY["train"]
+        tiny = "clearair preset" if "--config clearair" in line else "restorer preset" if preset else argv[1]
+        extra = TINY[tiny] + TINY["train"]
     head = [sys.executable, "-m", "pipeline.cli"]
     if words[0] == "torchrun":
         head = [sys.executable, "-m", "torch.distributed.run", *words[1 : words.index("-m")], "--standalone", "-m", "pipeline.cli"]

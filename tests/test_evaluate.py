@@ -51,6 +51,25 @@ def test_eval_cli_writes_the_all_in_one_table(tmp_path, photos, restorer_run):
     assert (out / "all_in_one.csv").read_text().splitlines()[0].startswith("method,variant,benchmark,task,n,psnr,ssim")
 
 
+def test_eval_puts_perceive_ir_and_clearair_side_by_side(tmp_path, photos, restorer_run, clearair_run, capsys):
+    for i, p in enumerate(photos):
+        rainy, _ = D.degrade(p, "rain", 0.5, seed=i)
+        write(tmp_path / f"rain100l/rainy/rain-{i + 1:03d}.png", rainy)
+        write(tmp_path / f"rain100l/norain/norain-{i + 1:03d}.png", p)
+    out = tmp_path / "results"
+    code = main(["eval", "restorer", str(restorer_run), str(clearair_run), "--bench", f"rain100l={tmp_path / 'rain100l'}",
+                 "--no-reference", "-o", str(out), "--device", "cpu"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    rows = {(r["method"], r["task"]): r for r in json.loads((out / "all_in_one.json").read_text())}
+    assert set(rows) == {(m, t) for m in (IDENTITY, "run", "clearair") for t in ("rain100l", "average")}
+    perceive_ir, clearair = rows[("run", "average")], rows[("clearair", "average")]
+    assert 0 < perceive_ir["params"] < clearair["params"]  # a NAFNet of 8 channels against a Restormer with three modules
+    assert perceive_ir["frozen_params"] == 0 < clearair["frozen_params"]  # the perceiver provider is frozen
+    assert clearair["s_per_image"] > 0 and rows[(IDENTITY, "average")]["params"] is None
+    assert "parameters" in printed and "clearair" in printed.split("parameters")[1]
+
+
 def test_eval_needs_something_to_evaluate(tmp_path, capsys):
     assert main(["eval", "restorer", str(tmp_path)]) == 2
     assert "--bench" in capsys.readouterr().err

@@ -9,6 +9,7 @@ EXAMPLES = [
     "perceive-ir demo",
     "perceive-ir demo -o /tmp/demo --steps 200,100      # a quicker, weaker run",
     "perceive-ir demo --tiers paper -o demo_paper       # Perceive-IR's tiers: medium restorer in 2 folds, render, train",
+    "perceive-ir demo --restorer clearair -o demo_clearair   # a tiny ClearAIR as the restorer",
 ]
 
 
@@ -16,9 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out/)")
     p.add_argument("--workers", type=int, default=2, help="build workers and loader workers")
     p.add_argument("--steps", help="training steps of the perceiver, the restorer and (--tiers paper) each fold of the "
-                                   "medium restorer (default: 800,1000; with --tiers paper 500,700,200, within the same 5 minutes)")
+                                   "medium restorer (default: 800,1000; with --tiers paper 500,700,200; with --restorer clearair 500 restorer steps)")
     p.add_argument("--tiers", choices=["bands", "paper"], default="bands",
                    help="bands: tiers are SSIM bands (default); paper: hq / restored / degraded, as Perceive-IR")
+    p.add_argument("--restorer", choices=["perceive-ir", "clearair"], default="perceive-ir",
+                   help="the restorer trained: Perceive-IR's (default) or ClearAIR, guided by the demo's perceiver")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,20 +29,20 @@ def run(args: argparse.Namespace) -> int:
 
     import degradations as D
     from pipeline.cli.args import numbers
-    from pipeline.report.demo import DEFAULT_STEPS, gains_by_type, run_demo
+    from pipeline.report.demo import default_steps, gains_by_type, run_demo
 
-    steps = tuple(numbers(args.steps, int, "--steps")) if args.steps else DEFAULT_STEPS[args.tiers]
+    steps = tuple(numbers(args.steps, int, "--steps")) if args.steps else default_steps(args.tiers, args.restorer)
     if len(steps) not in (2, 3) or min(steps) < 1:
         raise D.UserError(f"--steps wants two or three positive integers such as 800,1000,300; got {args.steps!r}")
     warnings.filterwarnings("once", message=".*RANDOM weights.*")
-    s = run_demo(args.out, args.workers, steps, tiers=args.tiers)
+    s = run_demo(args.out, args.workers, steps, tiers=args.tiers, restorer_arch=args.restorer)
     inputs = "lq inputs" if args.tiers == "paper" else "mean over the mq and lq tiers"
     print()
     print("perceive-ir demo: tiny, randomly initialised models on the builtin photos (CPU)")
     print(f"  shards:     {s['samples']} samples ({args.tiers} tiers, {s['skipped_samples']} skipped), {args.out}/shards")
     print(f"  perceiver:  validation tier accuracy {s['perceiver_val_tier_accuracy']:.3f} (chance 0.333), "
           f"Spearman(quality, -severity) {s['perceiver_val_srocc']:.3f}")
-    print(f"  restorer:   validation PSNR {s['restorer_val_input_psnr']:.2f} -> {s['restorer_val_psnr']:.2f} dB "
+    print(f"  restorer:   {'ClearAIR, ' if args.restorer == 'clearair' else ''}validation PSNR {s['restorer_val_input_psnr']:.2f} -> {s['restorer_val_psnr']:.2f} dB "
           f"({s['restorer_val_psnr_gain_db']:+.2f} dB)")
     print(f"  per type:   {gains_by_type(s)} dB ({inputs})")
     print(f"  time:       {s['seconds']['total']:.0f} s; report: {args.out}/report.md")

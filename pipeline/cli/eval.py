@@ -10,6 +10,7 @@ EXAMPLES = [
      "--bench sots=data/SOTS/outdoor --bench gopro=data/GoPro/test --bench lol=data/LOL/eval15 -o results/"),
     "perceive-ir eval reference --bench rain100l=data/Rain100L --protocol y -o results/      # identity + classical, no model",
     "perceive-ir eval restorer runs/restorer --shards shards/ --split val -o results/",
+    "perceive-ir eval restorer runs/restorer runs/clearair --bench rain100l=data/Rain100L -o results/   # side by side",
     "perceive-ir eval perceiver runs/perceiver/perceiver.safetensors --shards shards/ --split val",
 ]
 
@@ -20,8 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("what", metavar="STAGE", choices=("restorer", "perceiver", "reference"),
                    help="restorer, perceiver, or reference (the identity and classical methods alone, no checkpoint)")
-    p.add_argument("checkpoint", nargs="?",
-                   help="restorer: a run directory (config.yaml + last.pt); perceiver: perceiver.safetensors")
+    p.add_argument("checkpoint", nargs="*",
+                   help="restorer: a run directory (config.yaml + last.pt), or several (a Perceive-IR and a ClearAIR run, "
+                        "say) side by side in one table; perceiver: perceiver.safetensors")
     p.add_argument("--bench", action="append", default=[], metavar="NAME=DIR",
                    help=f"a benchmark folder as its distributors ship it, the layout found by itself for {', '.join(BENCHMARKS)}; "
                         "noise sets (cbsd68, kodak24, ...) are clean images, noised at sigma 15/25/50; any other NAME=DIR "

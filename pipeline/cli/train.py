@@ -10,6 +10,7 @@ EXAMPLES = [
     "perceive-ir train perceiver --data.source shards/ -o runs/perceiver",
     "perceive-ir train restorer --config perceive-ir-3task data.source=shards/ loss.perceiver=runs/perceiver/perceiver.safetensors -o runs/3task",
     "perceive-ir train restorer --config restorer.yaml loss.perceiver=runs/perceiver/perceiver.safetensors",
+    "perceive-ir train restorer --config clearair data.source=shards/ -o runs/clearair        # ClearAIR, the paper's recipe",
     "perceive-ir train restorer --config restorer.yaml run.resume=true      # continue after a stop or SIGTERM",
     "torchrun --nproc-per-node 4 -m pipeline.cli train restorer --config restorer.yaml data.source=shards/ -o runs/restorer_ddp",
     "torchrun --nproc-per-node 4 -m pipeline.cli train restorer --config restorer.yaml -o runs/restorer_ddp run.resume=true  # as many processes as before",

@@ -33,7 +33,20 @@ DEFAULT_STEPS = {"bands": (800, 1000), "paper": (500, 700, 200)}
 NAFNET_TINY = {"width": 12, "encoder_blocks": [1, 1, 1], "middle_blocks": 1, "decoder_blocks": [1, 1, 1]}
 
 
-def demo_configs(out: Path, steps: tuple[int, ...], workers: int, tiers: str = "bands") -> tuple[dict, dict]:
+TINY_CLEARAIR = {"width": 12, "blocks": [1, 1, 1, 1], "heads": [1, 1, 2, 2], "refinement_blocks": 1}
+RESTORERS = ("perceive-ir", "clearair")
+# A tiny Restormer step costs about 0.35 s on 2 cores against the tiny NAFNet's 0.18 s: ClearAIR
+# trains half the steps, within the same time.
+CLEARAIR_RESTORER_STEPS = 500
+
+
+def default_steps(tiers: str, restorer_arch: str = "perceive-ir") -> tuple[int, ...]:
+    steps = DEFAULT_STEPS[tiers]
+    return (steps[0], CLEARAIR_RESTORER_STEPS, *steps[2:]) if restorer_arch == "clearair" else steps
+
+
+def demo_configs(out: Path, steps: tuple[int, ...], workers: int, tiers: str = "bands",
+                 restorer_arch: str = "perceive-ir") -> tuple[dict, dict]:
     shards = str(out / "shards")
     data = [f"data.source={shards}", f"data.num_workers={workers}", "run.log_every=5", "run.device=cpu"]
     # The perceiver's batches are tiny 64 px crops: decoding in-process beats restarting workers every short epoch.
@@ -73,6 +86,16 @@ def demo_configs(out: Path, steps: tuple[int, ...], workers: int, tiers: str = "
         # at 0.01, +0.40 dB).
         restorer = merge(restorer, {"loss": {"perceptual": 0.01, "perceptual_kind": "paper", "perceptual_kwargs": {}, "perceptual_crop": 32,
                                              "probe_per_type": 8, "quality_logit_scale": False, "temperature": 0.1}})
+    if restorer_arch == "clearair":
+        # ClearAIR's own recipe (L1 + 0.25 internal clue reuse, no CLIP or perceptual loss) with the
+        # offline providers, the demo's perceiver among them: its embedding and tier probabilities
+        # steer QGM and are the content DAM attends to; SLIC superpixels are the regions.
+        perceiver_file = str(out / "perceiver" / "perceiver.safetensors")
+        restorer = merge(restorer, {
+            "model": {"arch": "clearair", "clearair": {**TINY_CLEARAIR, "quality_kwargs": {"perceiver": perceiver_file},
+                                                        "task_kwargs": {"perceiver": perceiver_file}}},
+            "loss": {"contrastive": 0.0, "quality": 0.0, "perceptual": 0.0, "internal": 0.25},
+        })
     return perceiver, restorer
 
 
@@ -107,13 +130,16 @@ def _before_after(out: Path, restorer: torch.nn.Module, loader: Any, n: int = 6)
 
 
 def run_demo(out: str | Path = "demo_out", workers: int = 2, steps: tuple[int, ...] | None = None,
-             log: Callable[[str], None] = print, tiers: str = "bands") -> dict[str, Any]:
+             log: Callable[[str], None] = print, tiers: str = "bands", restorer_arch: str = "perceive-ir") -> dict[str, Any]:
     """Run every stage into `out`; returns the summary that is printed and written to report.md.
 
     tiers="paper" runs Perceive-IR's path: a paper-scheme build, the medium restorer in 2 folds
-    (`steps[2]` steps each), its rendering, then the perceiver and the restorer on it."""
+    (`steps[2]` steps each), its rendering, then the perceiver and the restorer on it.
+    restorer_arch="clearair" trains a tiny ClearAIR as the restorer, guided by the demo's perceiver."""
+    if restorer_arch not in RESTORERS:
+        raise D.UserError(f"restorer {restorer_arch!r}: choose one of {', '.join(RESTORERS)}")
     out = shards.output_folder(out, "demo folder")
-    steps = steps or DEFAULT_STEPS[tiers]
+    steps = steps or default_steps(tiers, restorer_arch)
     started = time.perf_counter()
     times = {}
     n = 7 if tiers == "paper" else 5
@@ -142,14 +168,17 @@ def run_demo(out: str | Path = "demo_out", workers: int = 2, steps: tuple[int, .
     save_png(build_sheet(out / "shards"), out / "shards_preview.png")
     step = n - 3  # the perceiver's number: after the build (and the medium restorer and its rendering)
 
-    perceiver_cfg, restorer_cfg = demo_configs(out, steps, workers, tiers)
+    perceiver_cfg, restorer_cfg = demo_configs(out, steps, workers, tiers, restorer_arch)
     log(f"== {step}/{n} train the quality perceiver (tiny CLIP, random init, image tower trained)")
     t = time.perf_counter()
     perceiver = train("perceiver", perceiver_cfg)
     times["perceiver"] = time.perf_counter() - t
 
     losses = "L1, InfoNCE, CLIP quality, the paper's perceptual loss (mq as proxy)" if tiers == "paper" else "L1, InfoNCE, CLIP quality"
-    log(f"== {step + 1}/{n} train the restorer (tiny NAFNet + SGM + CFE, losses: {losses}; type repeat factors)")
+    what = "tiny NAFNet + SGM + CFE"
+    if restorer_arch == "clearair":
+        what, losses = "tiny ClearAIR: QGM on the perceiver, SCA on superpixels, DAM on CFE + perceiver", "L1, internal clue reuse"
+    log(f"== {step + 1}/{n} train the restorer ({what}, losses: {losses}; type repeat factors)")
     t = time.perf_counter()
     train("restorer", restorer_cfg)
     times["restorer"] = time.perf_counter() - t
@@ -178,6 +207,7 @@ def run_demo(out: str | Path = "demo_out", workers: int = 2, steps: tuple[int, .
         "samples": built.report.samples,
         "skipped_samples": built.report.skipped_samples,
         "tiers": tiers,
+        "restorer": restorer_arch,
         "seconds": {k: round(v, 1) for k, v in {**times, "total": time.perf_counter() - started}.items()},
     }
     _report(out, summary, format_table(rows), built.summary())
@@ -195,7 +225,8 @@ def _report(out: Path, summary: dict[str, Any], table: str, build_summary: str) 
     inputs = "lq inputs" if paper else "mq and lq inputs"
     stages = ["build", *(["medium", "render"] if paper else []), "perceiver", "restorer", "eval", "total"]
     times = f"| time: {' / '.join(stages)} | {' / '.join(str(secs[k]) for k in stages)} s |"
-    text = f"""# perceive-ir demo ({summary['tiers']} tiers)
+    restorer = ", ClearAIR restorer" if summary["restorer"] == "clearair" else ""
+    text = f"""# perceive-ir demo ({summary['tiers']} tiers{restorer})
 
 All models are tiny and **randomly initialised** (no pretrained weights are downloaded):
 the numbers show that the pipeline works end to end, not what the paper's models reach.

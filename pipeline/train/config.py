@@ -86,16 +86,24 @@ def resolve(
     return config
 
 
-PATH_KEYS = (("data", "source"), ("run", "out"), ("loss", "perceiver"))  # settings that name local files
+PATH_KEYS = (  # settings that name local files
+    ("data", "source"), ("run", "out"), ("loss", "perceiver"),
+    ("model", "clearair", "quality_kwargs", "perceiver"), ("model", "clearair", "task_kwargs", "perceiver"),
+    ("model", "clearair", "task_kwargs", "cfe"), ("model", "clearair", "task_kwargs", "checkpoint"),
+    ("model", "clearair", "regions_kwargs", "checkpoint"),
+)
 
 
 def absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
     """`config` with the local paths of PATH_KEYS made absolute (URLs, URL lists and nulls stay as they are)."""
     out = copy.deepcopy(dict(config))
-    for section, key in PATH_KEYS:
-        value = out.get(section, {}).get(key)
+    for *sections, key in PATH_KEYS:
+        parent = out
+        for section in sections:
+            parent = parent.get(section) if isinstance(parent, Mapping) else None
+        value = parent.get(key) if isinstance(parent, Mapping) else None
         if isinstance(value, str) and value and "://" not in value and not value.startswith("pipe:"):
-            out[section][key] = str(Path(value).expanduser().absolute())
+            parent[key] = str(Path(value).expanduser().absolute())
     return out
 
 

@@ -16,10 +16,11 @@ from torch import nn
 
 import degradations as D
 import shards
-from model import Restorer
+from model import ClearAIR, Restorer
 from model.losses import (
     DifficultyAdaptivePerceptualLoss,
     InfoNCE,
+    InternalClueLoss,
     LossWeights,
     PaperPerceptualLoss,
     PSNRLoss,
@@ -34,9 +35,17 @@ from pipeline.train.stages import Stage, build_model, get_stage, register_stage
 from pipeline.train.trainer import LAST
 
 
-def build_restorer(config: Mapping[str, Any], *, weights_follow: bool = False) -> Restorer:
-    """A Restorer from the stage's `model` section (backbone_kwargs go to the backbone)."""
+ARCHS = ("perceive-ir", "clearair")
+
+
+def build_restorer(config: Mapping[str, Any], *, weights_follow: bool = False) -> Restorer | ClearAIR:
+    """The restorer of the stage's `model` section: `arch` perceive-ir builds a Restorer (its
+    backbone_kwargs go to the backbone), clearair a ClearAIR from the `clearair` subsection."""
     config = dict(config)
+    arch, clearair = config.pop("arch", "perceive-ir"), config.pop("clearair", {})
+    _choice("model.arch", arch, ARCHS)
+    if arch == "clearair":
+        return build_model(ClearAIR, clearair, "model.clearair", weights_follow=weights_follow)  # type: ignore[return-value]
     backbone_kwargs = config.pop("backbone_kwargs")
     return build_model(Restorer, {**config, **backbone_kwargs}, weights_follow=weights_follow)  # type: ignore[return-value]
 
@@ -60,7 +69,7 @@ class RestorerTask:
         self.model = build_restorer(config["model"])
         self.weights = LossWeights(
             reconstruction=loss_cfg["reconstruction"], contrastive=loss_cfg["contrastive"],
-            quality=loss_cfg["quality"], perceptual=loss_cfg["perceptual"],
+            quality=loss_cfg["quality"], perceptual=loss_cfg["perceptual"], internal=loss_cfg["internal"],
         )
         kinds = {"l1": nn.L1Loss, "psnr": PSNRLoss}
         _choice("loss.reconstruction_kind", loss_cfg["reconstruction_kind"], kinds)
@@ -70,7 +79,10 @@ class RestorerTask:
         # A paper build's mq is a restoration, not a degradation to learn from: only lq is an input there.
         inputs = data["inputs"] if data["inputs"] != "auto" else ("lq" if tier_scheme(data["source"]) == "paper" else "lq+mq")
         self.mq_inputs = inputs == "lq+mq"
-        self.infonce = InfoNCE(loss_cfg["temperature"]) if config["model"]["cfe"] and self.weights.contrastive else None
+        self.infonce = InfoNCE(loss_cfg["temperature"]) if self.model.trains_code and self.weights.contrastive else None
+        self.internal = InternalClueLoss(loss_cfg["internal_gamma"]) if self.weights.internal else None
+        # ClearAIR draws its mask dropout from the step's generator.
+        self.forward_kwargs = (lambda rng: {"rng": rng}) if isinstance(self.model, ClearAIR) else (lambda rng: {})
         self.quality = None
         if self.weights.quality and loss_cfg["perceiver"]:
             perceiver = get_stage("perceiver").load_trained(loss_cfg["perceiver"], device)
@@ -117,8 +129,10 @@ class RestorerTask:
         ch, cw = max(8, 3 * h // 4), max(8, 3 * w // 4)
         y, x = (int(torch.randint(0, n + 1, (1,), generator=rng)) for n in (h - ch, w - cw))
         positive = degraded[..., y : y + ch, x : x + cw] if self.infonce else None
-        restored, aux = model(degraded, return_aux=True, positive=positive)
+        restored, aux = model(degraded, return_aux=True, positive=positive, **self.forward_kwargs(rng))
         terms = {"reconstruction": self.reconstruction(restored, hq)}
+        if self.internal is not None:
+            terms["internal"] = self.internal(restored, rng)
         if self.infonce is not None:
             groups = _type_ids(batch["type"], degraded.device)
             terms["contrastive"] = self.infonce(aux["embedding"], aux["positive_embedding"], groups)
@@ -249,6 +263,7 @@ class RestorerStage(Stage):
             raise D.InputNotFound(f"{run} is not a restorer run folder (no config.yaml); give the folder `train restorer -o` wrote")
         config = yaml.safe_load((run / "config.yaml").read_text())
         # Every weight, the frozen semantic network's too, is in the checkpoint: nothing from a hub.
+        # (ClearAIR's heavy providers are the exception: they load from their sources again.)
         model = build_restorer({**config["model"], "semantic_pretrained": None}, weights_follow=True)
         model.load_state_dict(checkpoint.load(run / LAST, device)["model"])
         return model.to(device).eval()
