@@ -248,3 +248,10 @@ def test_the_default_clearair_has_the_papers_backbone():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # 27.0 M: the modules sit at the three decoder levels; the paper's 31 M (see the README's departures).
     assert 26.5e6 < trainable < 27.5e6, trainable
+
+
+def test_the_default_providers_share_one_perceiver():
+    model = tiny()
+    assert model.task_provider.perceiver is model.quality_provider.perceiver
+    apart = tiny(task_kwargs={"n_ctx": 8})
+    assert apart.task_provider.perceiver is not apart.quality_provider.perceiver

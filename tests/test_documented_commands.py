@@ -175,6 +175,7 @@ NOT_HERE = {
     "--scheduler tcp://": "needs a running dask scheduler",
     "--device cuda": "needs a GPU",
     "perceive-ir demo": "minutes long: the slow test runs the demo",
+    "--quality deqa": "needs transformers and DeQA-Score's 8 B weights",
 }
 
 

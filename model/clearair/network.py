@@ -57,6 +57,10 @@ class ClearAIR(nn.Module):
         self.quality_provider = create_provider("quality", quality, **(quality_kwargs or {})) if qgm else None
         self.region_provider = create_provider("regions", regions, **(regions_kwargs or {})) if sca else None
         self.task_provider = create_provider("task", task, **(task_kwargs or {})) if dam else None
+        quality_source, task_source = (getattr(p, "source", None) for p in (self.quality_provider, self.task_provider))
+        if quality_source is not None and quality_source == task_source:
+            # The default providers read the same perceiver: held once (memory, checkpoint size).
+            self.task_provider.perceiver = self.quality_provider.perceiver
         self.adapter = QualityAdapter(self.quality_provider.dim) if qgm else None
         self.qgm = nn.ModuleList(QualityGuidance(c) for c in levels) if qgm else None
         self.sca = nn.ModuleList(SemanticCrossAttention(c) for c in levels) if sca else None

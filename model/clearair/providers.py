@@ -155,6 +155,7 @@ class PerceiverQuality(QualityProvider):
 
     def __init__(self, perceiver: str | None = None, clip_model: str = "perceive-ir-tiny", n_ctx: int = 4) -> None:
         super().__init__()
+        self.source = (perceiver, clip_model, n_ctx)
         self.perceiver = _perceiver(perceiver, clip_model, n_ctx)
         with torch.no_grad():
             self.dim = self.forward(torch.zeros(1, 3, 32, 32)).shape[-1]
@@ -348,6 +349,7 @@ class CFETask(TaskProvider):
         n_ctx: int = 4, embed_dim: int = 128,
     ) -> None:
         super().__init__()
+        self.source = (perceiver, clip_model, n_ctx)
         self.cfe = CompactFeatureExtractor(embed_dim)
         self.trainable = cfe is None
         if cfe is not None:

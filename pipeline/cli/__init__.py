@@ -18,7 +18,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "render_medium", "eval", "benchmarks", "realism", "restore", "demo"]
+COMMANDS = ["degrade", "preview", "calibrate", "build", "inspect", "train", "render_medium", "precompute", "eval", "benchmarks", "realism", "restore", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

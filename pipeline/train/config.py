@@ -87,7 +87,7 @@ def resolve(
 
 
 PATH_KEYS = (  # settings that name local files
-    ("data", "source"), ("run", "out"), ("loss", "perceiver"),
+    ("data", "source"), ("data", "provider_cache"), ("run", "out"), ("loss", "perceiver"),
     ("model", "clearair", "quality_kwargs", "perceiver"), ("model", "clearair", "task_kwargs", "perceiver"),
     ("model", "clearair", "task_kwargs", "cfe"), ("model", "clearair", "task_kwargs", "checkpoint"),
     ("model", "clearair", "regions_kwargs", "checkpoint"),

@@ -30,6 +30,7 @@ from model.losses import (
 from pipeline.data import make_loader
 from pipeline.data.catalog import load_catalog
 from pipeline.eval.shards import evaluate_restorer, first_batches
+from pipeline.precompute import ProviderCache
 from pipeline.train import checkpoint
 from pipeline.train.stages import Stage, build_model, get_stage, register_stage
 from pipeline.train.trainer import LAST
@@ -83,6 +84,7 @@ class RestorerTask:
         self.internal = InternalClueLoss(loss_cfg["internal_gamma"]) if self.weights.internal else None
         # ClearAIR draws its mask dropout from the step's generator.
         self.forward_kwargs = (lambda rng: {"rng": rng}) if isinstance(self.model, ClearAIR) else (lambda rng: {})
+        self.cache = provider_cache(data.get("provider_cache"), config["model"], self.model)
         self.quality = None
         if self.weights.quality and loss_cfg["perceiver"]:
             perceiver = get_stage("perceiver").load_trained(loss_cfg["perceiver"], device)
@@ -129,7 +131,11 @@ class RestorerTask:
         ch, cw = max(8, 3 * h // 4), max(8, 3 * w // 4)
         y, x = (int(torch.randint(0, n + 1, (1,), generator=rng)) for n in (h - ch, w - cw))
         positive = degraded[..., y : y + ch, x : x + cw] if self.infonce else None
-        restored, aux = model(degraded, return_aux=True, positive=positive, **self.forward_kwargs(rng))
+        given = self.forward_kwargs(rng)
+        if self.cache is not None:  # ClearAIR's provider outputs, computed once by `perceive-ir precompute`
+            tiers = ["mq" if p else "lq" for p in pick_mq.flatten().tolist()] if self.mq_inputs else ["lq"] * len(lq)
+            given.update(self.cache.given(batch["key"], tiers, lq.device))
+        restored, aux = model(degraded, return_aux=True, positive=positive, **given)
         terms = {"reconstruction": self.reconstruction(restored, hq)}
         if self.internal is not None:
             terms["internal"] = self.internal(restored, rng)
@@ -173,6 +179,22 @@ class RestorerTask:
         device = next(model.parameters()).device
         lq, hq = batch["lq"][:n].to(device), batch["hq"][:n].to(device)
         return torch.cat([lq, model(lq).clamp(0, 1), hq], dim=-1).cpu()
+
+
+def provider_cache(folder: str | None, model_config: Mapping[str, Any], model: nn.Module) -> ProviderCache | None:
+    """The precomputed provider outputs at `folder` (data.provider_cache), checked against the model."""
+    if not folder:
+        return None
+    if not isinstance(model, ClearAIR):
+        raise D.UserError("data.provider_cache holds ClearAIR's provider outputs: it needs model.arch=clearair")
+    cache = ProviderCache(folder)
+    settings = model_config["clearair"]
+    for kind, switch in (("quality", "qgm"), ("task", "dam")):
+        if kind in cache.records:
+            if not settings[switch]:
+                raise D.UserError(f"data.provider_cache holds {kind} outputs, but model.clearair.{switch} is off")
+            cache.check(kind, settings[kind], settings[f"{kind}_kwargs"])
+    return cache
 
 
 def _same_crop(images: tuple[torch.Tensor, ...], side: int | None, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
