@@ -255,3 +255,12 @@ def test_the_default_providers_share_one_perceiver():
     assert model.task_provider.perceiver is model.quality_provider.perceiver
     apart = tiny(task_kwargs={"n_ctx": 8})
     assert apart.task_provider.perceiver is not apart.quality_provider.perceiver
+
+
+def test_training_mode_leaves_every_frozen_helper_in_eval_mode():
+    model = tiny()
+    model.quality_provider.perceiver.train_visual = True  # as a perceiver trained with its image tower
+    model.train()
+    frozen = [*model.quality_provider.modules(), *model.region_provider.modules(), *model.task_provider.perceiver.modules()]
+    assert not [m for m in frozen if m.training]  # no BatchNorm statistics drift in a frozen helper
+    assert model.task_provider.cfe.training and model.backbone.training  # what trains, trains

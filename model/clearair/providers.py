@@ -361,6 +361,11 @@ class CFETask(TaskProvider):
         if not self.trainable:
             self.freeze()
 
+    def train(self, mode: bool = True) -> CFETask:
+        super().train(mode)
+        self.perceiver.eval()  # frozen even when the CFE trains (a perceiver's BatchNorm must not drift)
+        return self
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             content = self.perceiver.encode_image(images)
