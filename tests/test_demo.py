@@ -35,3 +35,15 @@ def test_the_paper_tiers_demo_runs_the_whole_path(tmp_path, capsys):
     rows = json.loads((out / "restorer_val.json").read_text())
     assert {r["tier"] for r in rows} == {"lq", "all"}  # mq is a restoration on paper tiers: only lq is restored
     assert "samples skipped by the build | 0" in (out / "report.md").read_text()
+
+
+def test_the_clearair_demo_trains_clearair_guided_by_the_demos_perceiver(tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--restorer", "clearair", "-o", str(out), "--steps", "20,5", "--workers", "2"]) == 0
+    assert "restorer:   ClearAIR, validation PSNR" in capsys.readouterr().out
+    config = yaml.safe_load((out / "restorer" / "config.yaml").read_text())
+    assert config["model"]["arch"] == "clearair" and config["loss"]["internal"] == 0.25
+    assert config["model"]["clearair"]["quality_kwargs"]["perceiver"] == str(out / "perceiver" / "perceiver.safetensors")
+    assert "ClearAIR restorer" in (out / "report.md").read_text()

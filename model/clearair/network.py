@@ -48,7 +48,6 @@ class ClearAIR(nn.Module):
         mask_dropout: float = MASK_DROPOUT,
     ) -> None:
         super().__init__()
-        self.config = dict(width=width, blocks=list(blocks), heads=list(heads), qgm=qgm, sca=sca, dam=dam)
         self.backbone = create_backbone(
             "restormer", width=width, blocks=tuple(blocks), heads=tuple(heads),
             refinement_blocks=refinement_blocks, ffn_expansion=ffn_expansion,
