@@ -9,11 +9,12 @@ paper-size Restormer at 256x256, batch 8, bf16 autocast.
 
 ClearAIR: the same step for a CPU-sized ClearAIR with each module (QGM, SCA, DAM) on alone and
 all together, ratio to its plain U-Net, the providers' outputs computed once and given to the
-model (as a precomputed cache would); the providers' own seconds per image; and the memory
-autograd keeps for backward (every tensor saved in the forward, summed) for the whole model and for
-SCA alone at two sizes, whose ratio shows memory linear in H x W (4x the pixels: 4x, where the
-authors' pixel-to-pixel attention would be 16x). With CUDA: the paper-size ClearAIR at 256x256,
-batch 4, bf16: iterations/s and peak memory.
+model, so the step times the network alone (the CFE of the default task provider then does not
+run either); the providers' own seconds per image; and the tensors autograd saves for backward,
+summed (an upper bound of a step's activation memory, parameters included), for the whole model
+and for SCA alone at two sizes, whose ratio shows memory linear in H x W (4x the pixels: 4x,
+where the authors' pixel-to-pixel attention would be 16x). With CUDA: the paper-size ClearAIR at
+256x256, batch 4, bf16: iterations/s and peak memory.
 """
 from __future__ import annotations
 

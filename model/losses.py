@@ -294,7 +294,8 @@ def _vgg16_features(weights: str | Path | None) -> nn.Sequential:
 
 class InternalClueLoss(nn.Module):
     """ClearAIR's internal clue reuse: `gamma * ||weak - strong||^2` (mean squared error), where weak
-    is a random crop of 0.7 of each side of the restored output resized back, and strong is weak
+    is a random crop of 0.7 of each side of the restored output (clamped to [0, 1]; one crop per
+    image) resized back, and strong is weak
     under colour jitter (brightness, contrast, saturation factors in 1 +- 0.4, one draw per image)
     and a 5 x 5 Gaussian blur of sigma 1: the authors' augmentations. Draws come from `rng`."""
 
@@ -303,14 +304,17 @@ class InternalClueLoss(nn.Module):
         self.gamma, self.crop, self.jitter, self.sigma = gamma, crop, jitter, sigma
 
     def forward(self, restored: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-        weak = self.weak(restored, rng)
+        weak = self.weak(restored.clamp(0, 1), rng)
         return self.gamma * F.mse_loss(weak, self.strong(weak, rng))
 
     def weak(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Each image's own random crop, resized back to the full size."""
         h, w = images.shape[-2:]
         ch, cw = max(1, round(self.crop * h)), max(1, round(self.crop * w))
-        y, x = (int(torch.randint(0, n + 1, (1,), generator=rng)) for n in (h - ch, w - cw))
-        return F.interpolate(images[..., y : y + ch, x : x + cw], size=(h, w), mode="bilinear", align_corners=False)
+        corners = [(int(torch.randint(0, h - ch + 1, (1,), generator=rng)), int(torch.randint(0, w - cw + 1, (1,), generator=rng)))
+                   for _ in range(len(images))]
+        crops = torch.stack([image[:, y : y + ch, x : x + cw] for image, (y, x) in zip(images, corners)])
+        return F.interpolate(crops, size=(h, w), mode="bilinear", align_corners=False)
 
     def strong(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         # Written out rather than torchvision's adjust_* so that every image gets its own factors in

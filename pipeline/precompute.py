@@ -50,24 +50,25 @@ class ProviderSpec:
     kind: str
     name: str
     kwargs: str = "{}"  # JSON, so that the spec is hashable and travels to dask workers as text
+    device: str = "cpu"
 
     @classmethod
-    def of(cls, kind: str, name: str, kwargs: Mapping[str, Any] | None = None) -> ProviderSpec:
+    def of(cls, kind: str, name: str, kwargs: Mapping[str, Any] | None = None, device: str = "cpu") -> ProviderSpec:
         if kind not in CACHED_KINDS:
             raise D.UserError(f"provider kind {kind!r} cannot be precomputed; kinds: {', '.join(CACHED_KINDS)}")
         if (kind, name) == ("task", "cfe") and not (kwargs or {}).get("cfe"):
             raise D.UserError(_TRAINS.format(kind=kind, name=name))  # checked here, before any worker starts
-        return cls(kind, name, json.dumps(dict(kwargs or {}), sort_keys=True))
+        return cls(kind, name, json.dumps(dict(kwargs or {}), sort_keys=True), device)
 
-    @property
-    def folder(self) -> str:
-        digest = hashlib.sha256(f"{self.kind}\n{self.name}\n{self.kwargs}".encode()).hexdigest()[:12]
+    def folder(self, tiers: Sequence[str]) -> str:
+        """Its folder for `tiers`: another configuration or other tiers never resume into it."""
+        digest = hashlib.sha256(f"{self.kind}\n{self.name}\n{self.kwargs}\n{','.join(tiers)}".encode()).hexdigest()[:12]
         return f"{self.kind}-{self.name}-{digest}"
 
     def create(self) -> Any:
         from model.clearair import create_provider
 
-        provider = create_provider(self.kind, self.name, **json.loads(self.kwargs))
+        provider = create_provider(self.kind, self.name, **json.loads(self.kwargs)).to(self.device)
         if getattr(provider, "trainable", False):
             raise D.UserError(_TRAINS.format(kind=self.kind, name=self.name))
         return provider
@@ -113,20 +114,22 @@ def precompute(
     jobs = [ShardJob(shard, tuple(keys)) for shard, keys in by_shard.items()]
     root.mkdir(parents=True, exist_ok=True)
     with folder_lock(root, "precompute"):
-        todo = [(spec, job) for spec in specs for job in jobs if not _part(root, spec, job).is_file()]
+        stored = tuple(stored)
+        todo = [(spec, job) for spec in specs for job in jobs if not _part(root, spec, job, stored).is_file()]
         for spec in specs:
-            (root / spec.folder).mkdir(exist_ok=True)
-            (root / spec.folder / CACHE_RECORD).unlink(missing_ok=True)  # unfinished until every part is there
-        _run(build.root, root, todo, tuple(stored), batch_size, workers, scheduler, progress)
+            (root / spec.folder(stored)).mkdir(exist_ok=True)
+            (root / spec.folder(stored) / CACHE_RECORD).unlink(missing_ok=True)  # unfinished until every part is there
+        for spec in specs:  # one configuration at a time: a worker never swaps one heavy model for another
+            _run(build.root, root, [(sp, job) for sp, job in todo if sp == spec], stored, batch_size, workers, scheduler, progress)
         images = 0
         for spec in specs:
             images += _finish(root, spec, jobs, build.root, tuple(stored))
     skipped = len(specs) * len(jobs) - len(todo)
-    return PrecomputeResult(tuple(str(root / s.folder) for s in specs), images, len(jobs), skipped, time.perf_counter() - started)
+    return PrecomputeResult(tuple(str(root / s.folder(stored)) for s in specs), images, len(jobs), skipped, time.perf_counter() - started)
 
 
-def _part(root: Path, spec: ProviderSpec, job: ShardJob) -> Path:
-    return root / spec.folder / (job.shard.replace("/", "__").removesuffix(".tar") + ".parquet")
+def _part(root: Path, spec: ProviderSpec, job: ShardJob, tiers: tuple[str, ...]) -> Path:
+    return root / spec.folder(tiers) / (job.shard.replace("/", "__").removesuffix(".tar") + ".parquet")
 
 
 def _run(build: Path, root: Path, todo: list[tuple[ProviderSpec, ShardJob]], tiers: tuple[str, ...], batch_size: int,
@@ -138,8 +141,8 @@ def _run(build: Path, root: Path, todo: list[tuple[ProviderSpec, ShardJob]], tie
 
     failures = []
     with shards.dask_client(workers, scheduler, len(todo), root) as client:
-        futures = {client.submit(precompute_shard, str(build), str(_part(root, spec, job)), spec, job, tiers, batch_size,
-                                 key=f"precompute-{spec.folder}-{job.shard}", retries=1): job for spec, job in todo}
+        futures = {client.submit(precompute_shard, str(build), str(_part(root, spec, job, tiers)), spec, job, tiers, batch_size,
+                                 key=f"precompute-{spec.folder(tiers)}-{job.shard}", retries=1): job for spec, job in todo}
         with tqdm(total=sum(len(j.keys) for _, j in todo), unit="sample", desc="precompute", disable=not progress) as bar:
             for future in as_completed(futures):
                 job = futures.pop(future)
@@ -184,10 +187,10 @@ def precompute_shard(build: str, part: str, spec: ProviderSpec, job: ShardJob, t
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             # Patches of one build share their size: a batch stacks without padding.
-            batch = torch.cat([to_tensor(im, torch.device("cpu")) for im in images[start : start + batch_size]])
+            batch = torch.cat([to_tensor(im, spec.device) for im in images[start : start + batch_size]])
             out = provider(batch)
             for field, values in zip(FIELDS[spec.kind], out if spec.kind == "task" else (out,)):
-                columns[field].append(values.float().numpy())
+                columns[field].append(values.float().cpu().numpy())
     table = {"key": pa.array(keys, pa.string()), "tier": pa.array(tier_names, pa.string())}
     for field, chunks in columns.items():
         values = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
@@ -198,12 +201,12 @@ def precompute_shard(build: str, part: str, spec: ProviderSpec, job: ShardJob, t
 
 
 def _finish(root: Path, spec: ProviderSpec, jobs: list[ShardJob], build: Path, tiers: tuple[str, ...]) -> int:
-    parts = [pq.read_table(_part(root, spec, job)) for job in jobs]
+    parts = [pq.read_table(_part(root, spec, job, tiers)) for job in jobs]
     table = pa.concat_tables(parts)
     dims = {field: table.schema.field(field).type.list_size for field in FIELDS[spec.kind]}
     record = {"format": CACHE_FORMAT, "kind": spec.kind, "name": spec.name, "kwargs": json.loads(spec.kwargs),
               "build": str(build), "tiers": list(tiers), "dims": dims, "images": table.num_rows}
-    with atomic_output(root / spec.folder / CACHE_RECORD) as tmp:
+    with atomic_output(root / spec.folder(tiers) / CACHE_RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
     return table.num_rows
 
@@ -231,8 +234,16 @@ class ProviderCache:
             table = pa.concat_tables([pq.read_table(p) for p in sorted(path.parent.glob("*.parquet"))])
             self.records[kind] = record
             self.index[kind] = {(k, t): i for i, (k, t) in enumerate(zip(table.column("key").to_pylist(), table.column("tier").to_pylist()))}
-            self.values[kind] = {f: np.stack(table.column(f).to_numpy(zero_copy_only=False)).astype(np.float32)
+            self.values[kind] = {f: table.column(f).combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
                                  for f in FIELDS[kind]}
+
+    def check_build(self, source: Any) -> None:
+        """Refuse a cache computed for another build than the training data's (a URL list is not checked)."""
+        if not (isinstance(source, (str, Path)) and Path(source).is_dir()):
+            return
+        for kind, record in self.records.items():
+            if Path(record["build"]).resolve() != Path(source).resolve():
+                raise D.UserError(f"the {kind} cache was computed for {record['build']}, the training data is {source}")
 
     def check(self, kind: str, name: str, kwargs: Mapping[str, Any]) -> None:
         """Refuse a cache of another provider configuration than the model's."""

@@ -101,20 +101,23 @@ def test_mask_dropout_draws_from_the_step_generator_in_training_only():
     assert torch.equal(dropped, again)
     kept = dropped[:, :, 0, 0].mean().item()
     assert 0.7 < kept < 0.9  # each mask dropped with probability 0.2
+    for p in (*model.backbone.output.parameters(), *(sca.out.weight for sca in model.sca)):
+        nn.init.normal_(p, std=0.1)  # the zero-initialised heads would hide any difference
     x = images()
+    trained = model(x, rng=torch.Generator().manual_seed(1))
+    assert not torch.allclose(trained, model(x))  # dropout in training, with the step's generator
     model.eval()
-    g = torch.Generator().manual_seed(1)
-    assert torch.equal(model(x, rng=g), model(x))  # no dropout outside training
+    assert torch.equal(model(x, rng=torch.Generator().manual_seed(1)), model(x))  # none outside training
 
 
 def test_precomputed_provider_outputs_give_the_same_restoration():
     model = tiny()
+    for p in (*model.backbone.output.parameters(), model.qgm[0].affine.weight, model.sca[0].out.weight, model.dam[0].fuse.weight):
+        nn.init.normal_(p, std=0.1)  # the zero-initialised heads would hide any difference
     x = images()
     given = model.provide(x)
     assert torch.equal(model(x, **given), model(x))
     other = dict(given, quality=torch.randn_like(given["quality"]))
-    for p in (*model.backbone.output.parameters(), model.qgm[0].affine.weight):
-        nn.init.normal_(p, std=0.1)  # the zero-initialised output head and QGM would hide any difference
     assert not torch.allclose(model(x, **other), model(x, **given))  # the quality embedding is read
 
 
@@ -131,6 +134,8 @@ def test_superpixel_regions_are_disjoint_deterministic_and_follow_colour_edges()
         if region.sum():
             left, right = region[:, :24].sum(), region[:, 24:].sum()
             assert min(left, right) / region.sum() < 0.1  # no region straddles the edge
+    noise = provider(images(1, 48, 48))
+    assert (noise.sum((2, 3)) > 0).sum() >= 12  # a noisy patch is still cut into many regions, not one
 
 
 class _TinyCausalLM(nn.Module):
@@ -264,3 +269,13 @@ def test_training_mode_leaves_every_frozen_helper_in_eval_mode():
     frozen = [*model.quality_provider.modules(), *model.region_provider.modules(), *model.task_provider.perceiver.modules()]
     assert not [m for m in frozen if m.training]  # no BatchNorm statistics drift in a frozen helper
     assert model.task_provider.cfe.training and model.backbone.training  # what trains, trains
+
+
+def test_a_clearair_pickles_and_deep_copies():
+    import copy
+    import pickle
+
+    model = tiny()
+    x = images()
+    assert torch.equal(copy.deepcopy(model)(x), model(x))
+    assert torch.equal(pickle.loads(pickle.dumps(model))(x), model(x))

@@ -148,7 +148,9 @@ def run_session(root: Path, lines: list[str]) -> None:
     """Run each line in `root` (HOME is `root`, so `~` is that folder; `/tmp/` is `root/tmp/`).
 
     `perceive-ir` lines run in this process, through the same `main` the console script calls (a
-    new interpreter per line cost three minutes of imports); torchrun lines run as processes."""
+    new interpreter per line cost three minutes of imports), so they share one interpreter's state
+    as no two shell commands do; torchrun lines run as processes, and test_install runs the
+    installed console script."""
     import os
     import subprocess
 
@@ -177,17 +179,18 @@ def _in_process(argv: list[str], root: Path) -> tuple[int, str, str]:
     import warnings
 
     stdout, stderr = io.StringIO(), io.StringIO()
-    home = os.environ.get("HOME")
+    home, cwd = os.environ.get("HOME"), os.getcwd()
     os.environ["HOME"] = str(root)
+    os.chdir(root)
     try:
-        with contextlib.chdir(root), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
-                warnings.catch_warnings():
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 code = main(argv)
             except SystemExit as exit_:  # argparse's way out
-                code = exit_.code if isinstance(exit_.code, int) else 1
+                code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
     finally:
+        os.chdir(cwd)
         if home is None:
             os.environ.pop("HOME", None)
         else:

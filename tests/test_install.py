@@ -35,3 +35,12 @@ def test_folders_named_like_the_packages_in_the_working_directory_break_nothing(
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "inspect", str(small_build), "--no-histograms"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "samples" in done.stdout, done.stderr[-2000:]
+
+
+def test_the_console_script_runs_a_command():
+    """The `perceive-ir` script the install makes (the documented-command tests call `main` in-process)."""
+    script = Path(sys.executable).with_name("perceive-ir")
+    if not script.is_file():
+        pytest.skip(f"no console script beside {sys.executable}: perceive-ir is not installed in this environment")
+    done = subprocess.run([str(script), "degrade", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "perceive-ir degrade" in done.stdout, done.stderr[-2000:]

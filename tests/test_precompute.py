@@ -43,7 +43,7 @@ def test_every_stored_lq_and_mq_image_has_the_providers_output_of_its_whole_patc
     out, spec, result = cache
     build = shards.open_build(small_build)
     lq = build.manifest(["key", "shard"], filters=[("tier", "=", "lq")]).to_pylist()
-    record = json.loads((out / spec.folder / CACHE_RECORD).read_text())
+    record = json.loads((out / spec.folder(("lq", "mq")) / CACHE_RECORD).read_text())
     assert record["images"] == result.images == 2 * len(lq) and record["tiers"] == ["lq", "mq"]
     provider = create_provider("quality", "perceiver", perceiver=perceiver_file)
     assert record["dims"] == {"quality": provider.dim}
@@ -57,9 +57,14 @@ def test_every_stored_lq_and_mq_image_has_the_providers_output_of_its_whole_patc
     assert torch.allclose(looked_up, expected, atol=1e-5)
 
 
+def test_other_tiers_are_another_cache_not_a_resume(small_build, cache):
+    out, spec, result = cache
+    assert spec.folder(("lq",)) != spec.folder(("lq", "mq"))  # a --tiers lq run never passes for lq and mq
+
+
 def test_a_rerun_computes_only_the_missing_shards(small_build, cache):
     out, spec, result = cache
-    parts = sorted((out / spec.folder).glob("*.parquet"))
+    parts = sorted((out / spec.folder(("lq", "mq"))).glob("*.parquet"))
     assert result.shards_skipped == 0 and len(parts) == result.shards
     parts[0].unlink()
     again = precompute(small_build, [spec], out=out, workers=1, progress=False)
@@ -91,8 +96,21 @@ def test_training_reads_the_cache_and_never_runs_the_provider(small_build, cache
         raise AssertionError("the quality provider ran although its outputs are cached")
 
     task.model.quality_provider.forward = fail
+    seen = {}
+    forward = task.model.forward
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return forward(*args, **kwargs)
+
+    task.model.forward = spy
     loss, logged = task.loss(task.model.train(), batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and "internal" in logged
+    # Each sample's embedding is the one of the tier it was given as input (lq or mq, drawn per sample).
+    pick_mq = (torch.rand(2, generator=torch.Generator().manual_seed(0)) < 0.5).tolist()
+    tiers = ["mq" if p else "lq" for p in pick_mq]
+    assert torch.equal(seen["quality"], ProviderCache(out).given(keys, tiers, "cpu")["quality"])
+    assert not torch.equal(seen["quality"], ProviderCache(out).given(keys, ["hq" if False else ("lq" if t == "mq" else "mq") for t in tiers], "cpu")["quality"])
     cfg["model"]["clearair"]["quality_kwargs"] = {"perceiver": perceiver_file, "n_ctx": 8}
     with pytest.raises(D.UserError, match="the model names perceiver"):
         RestorerTask(cfg, None, torch.device("cpu"))

@@ -3,7 +3,8 @@
 Shapes, for a decoder level with features f of shape (B, C, H, W):
 
 * QGM (quality guidance): the provider's quality embedding q (B, Dq) passes a shared adapter
-  (Dq -> 256 -> 192, the authors' sizes) and one linear per level to (gamma, beta), each (B, C);
+  (LayerNorm, Dq -> 256 -> 192, then a 192 -> 192 layer: the authors' sizes, their MLP to 192 as
+  two layers) and one linear per level to (gamma, beta), each (B, C);
   f <- norm(f) * (1 + gamma) + beta, the authors' affine modulation.
 * SCA (semantic cross-attention): region masks (B, M, H0, W0), resized to H x W, plus their
   background (what no mask covers) give M + 1 region tokens (B, M + 1, C) by mask average pooling

@@ -7,7 +7,7 @@ import argparse
 HELP = "compute ClearAIR's frozen provider outputs (quality, task) for every image of a build, with dask"
 EXAMPLES = [
     "perceive-ir precompute shards/ --quality perceiver --quality-arg perceiver=runs/perceiver/perceiver.safetensors",
-    "perceive-ir precompute data/shards --quality deqa --quality-arg load_in_4bit=true --workers 1   # then: data.provider_cache=data/shards/providers",
+    "perceive-ir precompute data/shards --quality deqa --quality-arg load_in_4bit=true --device cuda --workers 1   # then: data.provider_cache=data/shards/providers",
 ]
 
 
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiers", default="lq,mq", help="the stored tiers to compute for (default lq,mq: the restorer's inputs)")
     p.add_argument("-o", "--out", help="output folder (default BUILD/providers), the restorer's data.provider_cache")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="where the provider runs (cuda for DeQA-Score; with --workers 1)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, help="local worker processes (default: one per core; 1 for a model that fills the GPU)")
     where.add_argument("--scheduler", metavar="ADDR", help="address of an existing dask scheduler")
@@ -48,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     specs = []
     if args.quality:
-        specs.append(ProviderSpec.of("quality", args.quality, _paths(keyword_arguments(args.quality_arg, "--quality-arg"))))
+        specs.append(ProviderSpec.of("quality", args.quality, _paths(keyword_arguments(args.quality_arg, "--quality-arg")), args.device))
     if args.task:
-        specs.append(ProviderSpec.of("task", args.task, _paths(keyword_arguments(args.task_arg, "--task-arg"))))
+        specs.append(ProviderSpec.of("task", args.task, _paths(keyword_arguments(args.task_arg, "--task-arg")), args.device))
     result = precompute(args.build, specs, out=args.out, tiers=[t.strip() for t in args.tiers.split(",") if t.strip()],
                         workers=args.workers, scheduler=args.scheduler, batch_size=args.batch_size, progress=not args.quiet)
     print(result.summary())

@@ -85,6 +85,8 @@ class RestorerTask:
         # ClearAIR draws its mask dropout from the step's generator.
         self.forward_kwargs = (lambda rng: {"rng": rng}) if isinstance(self.model, ClearAIR) else (lambda rng: {})
         self.cache = provider_cache(data.get("provider_cache"), config["model"], self.model)
+        if self.cache is not None:
+            self.cache.check_build(data["source"])
         self.quality = None
         if self.weights.quality and loss_cfg["perceiver"]:
             perceiver = get_stage("perceiver").load_trained(loss_cfg["perceiver"], device)
