@@ -101,7 +101,7 @@ def precompute(
     """Compute every spec's outputs for the `tiers` images stored in the build's shards."""
     started = time.perf_counter()
     build = shards.open_build(build_root)
-    stored = [t for t in tiers if t in D.TIERS and (t != "mq" or build.tiers == "bands")]
+    stored = tuple(t for t in tiers if t in D.TIERS and (t != "mq" or build.tiers == "bands"))
     if not stored:
         raise D.UserError(f"tiers {list(tiers)}: none is stored in the shards of {build.root} (a paper build stores lq and hq)")
     if not specs:
@@ -114,7 +114,6 @@ def precompute(
     jobs = [ShardJob(shard, tuple(keys)) for shard, keys in by_shard.items()]
     root.mkdir(parents=True, exist_ok=True)
     with folder_lock(root, "precompute"):
-        stored = tuple(stored)
         todo = [(spec, job) for spec in specs for job in jobs if not _part(root, spec, job, stored).is_file()]
         for spec in specs:
             (root / spec.folder(stored)).mkdir(exist_ok=True)
@@ -123,7 +122,7 @@ def precompute(
             _run(build.root, root, [(sp, job) for sp, job in todo if sp == spec], stored, batch_size, workers, scheduler, progress)
         images = 0
         for spec in specs:
-            images += _finish(root, spec, jobs, build.root, tuple(stored))
+            images += _finish(root, spec, jobs, build.root, stored)
     skipped = len(specs) * len(jobs) - len(todo)
     return PrecomputeResult(tuple(str(root / s.folder(stored)) for s in specs), images, len(jobs), skipped, time.perf_counter() - started)
 
