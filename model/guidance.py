@@ -74,13 +74,13 @@ class LevelGuidance(nn.Module):
         b, c, h, w = features.shape
         pixels = self.feature_norm(features.flatten(2).transpose(1, 2))
         keys, values = self.key_value(pixels).chunk(2, dim=-1)
-        queries, keys, values = (_split_heads(x, self.heads) for x in (self.query(tokens), keys, values))
+        queries, keys, values = (split_heads(x, self.heads) for x in (self.query(tokens), keys, values))
         attended = F.scaled_dot_product_attention(queries, keys, values)  # (B, heads, N, C / heads)
         attended = attended.transpose(1, 2).flatten(2).transpose(1, 2).reshape(b, c, *grid)
         attended = F.interpolate(attended, size=(h, w), mode="bilinear", align_corners=False)
         return features + self.attention_out(attended)
 
 
-def _split_heads(tokens: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(tokens: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, L, C) -> (B, heads, L, C / heads)."""
     return tokens.unflatten(-1, (heads, tokens.shape[-1] // heads)).transpose(1, 2)

@@ -133,25 +133,10 @@ def _part(root: Path, spec: ProviderSpec, job: ShardJob, tiers: tuple[str, ...])
 
 def _run(build: Path, root: Path, todo: list[tuple[ProviderSpec, ShardJob]], tiers: tuple[str, ...], batch_size: int,
          workers: int | None, scheduler: str | None, progress: bool) -> None:
-    if not todo:
-        return
-    from distributed import as_completed
-    from tqdm import tqdm
-
-    failures = []
-    with shards.dask_client(workers, scheduler, len(todo), root) as client:
-        futures = {client.submit(precompute_shard, str(build), str(_part(root, spec, job, tiers)), spec, job, tiers, batch_size,
-                                 key=f"precompute-{spec.folder(tiers)}-{job.shard}", retries=1): job for spec, job in todo}
-        with tqdm(total=sum(len(j.keys) for _, j in todo), unit="sample", desc="precompute", disable=not progress) as bar:
-            for future in as_completed(futures):
-                job = futures.pop(future)
-                if future.status == "error":
-                    failures.append(f"{job.shard}: {future.exception()!r}")
-                bar.update(len(job.keys))
-                future.release()
-    if failures:
-        raise shards.BuildError(f"{len(failures)} of {len(todo)} shards failed (first: {failures[0]}); "
-                                "the others are done: rerun the same command to retry the failed ones")
+    tasks = [shards.ShardTask(f"precompute-{spec.folder(tiers)}-{job.shard}", job.shard, len(job.keys), precompute_shard,
+                              (str(build), str(_part(root, spec, job, tiers)), spec, job, tiers, batch_size))
+             for spec, job in todo]
+    shards.run_shard_tasks(tasks, root, workers=workers, scheduler=scheduler, progress=progress, desc="precompute", retries=1)
 
 
 _PROVIDERS: dict[ProviderSpec, Any] = {}

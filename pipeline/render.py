@@ -245,22 +245,10 @@ def _prepare(root: Path, record: dict[str, Any], overwrite: bool) -> None:
 
 
 def _run(todo: list[RenderSpec], job: RenderJob, workers: int | None, scheduler: str | None, progress: bool) -> None:
-    from distributed import as_completed
-    from tqdm import tqdm
-
-    failures = []
-    with shards.dask_client(workers, scheduler, len(todo), Path(job.out)) as client:
-        futures = {client.submit(render_shard, spec, job, key=f"render-{spec.shard}-{id(job)}", retries=RETRIES): spec for spec in todo}
-        with tqdm(total=sum(len(s.samples) for s in todo), unit="sample", desc="render", disable=not progress) as bar:
-            for future in as_completed(futures):
-                spec = futures.pop(future)
-                if future.status == "error":
-                    failures.append(f"{spec.shard}: {future.exception()!r}")
-                bar.update(len(spec.samples))
-                future.release()
-    if failures:
-        raise shards.BuildError(f"{len(failures)} of {len(todo)} shards failed to render (first: {failures[0]}); "
-                                "the others are done: rerun the same command to retry the failed ones")
+    tasks = [shards.ShardTask(f"render-{spec.shard}-{id(job)}", spec.shard, len(spec.samples), render_shard, (spec, job))
+             for spec in todo]
+    shards.run_shard_tasks(tasks, Path(job.out), workers=workers, scheduler=scheduler, progress=progress, desc="render",
+                           retries=RETRIES, failed="failed to render")
 
 
 _MODELS: dict[tuple[str, str], Any] = {}

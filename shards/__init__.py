@@ -7,7 +7,7 @@
     build = shards.open_build("out/")        # the build record, its calibration and its tables
 """
 
-from shards.build import BuildError, BuildResult, build, dask_client
+from shards.build import BuildError, BuildResult, ShardTask, build, dask_client, run_shard_tasks
 from shards.codec import Codec, decode, image_size, parse_codec
 from shards.config import DEFAULT_TYPES, BuildConfig, parse_splits
 from shards.files import atomic_output, output_folder
@@ -19,7 +19,7 @@ from shards.sources import BUILTIN, IMAGE_SUFFIXES, BadImage, Source, image_file
 
 __all__ = [
     "BUILTIN", "DEFAULT_TYPES", "FORMAT_VERSION", "IMAGE_SUFFIXES", "MEMBER_TIERS",
-    "BadImage", "Build", "BuildConfig", "BuildError", "BuildResult", "Codec", "FormatError", "Report", "SampleSpec", "ShardSpec",
+    "BadImage", "Build", "BuildConfig", "BuildError", "BuildResult", "Codec", "FormatError", "Report", "SampleSpec", "ShardSpec", "ShardTask",
     "Source", "atomic_output", "output_folder", "build", "dask_client", "decode", "fold_of", "image_files", "inspect", "list_sources", "load_image", "load_photo", "load_sources",
-    "image_size", "make_plan", "open_build", "parse_codec", "parse_splits", "read_samples", "sample_key", "split_of", "type_dir",
+    "image_size", "make_plan", "open_build", "parse_codec", "parse_splits", "read_samples", "run_shard_tasks", "sample_key", "split_of", "type_dir",
 ]

@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,41 @@ def dask_client(workers: int | None, scheduler: str | None, n_tasks: int, out: P
         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
     ) as cluster, Client(cluster) as client:
         yield client
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One dask task of a per-shard job: `function(*args)`, counted as `samples` on the progress bar."""
+
+    key: str  # the dask key
+    label: str  # the shard, as failures name it
+    samples: int
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+def run_shard_tasks(tasks: Sequence[ShardTask], out: Path, *, workers: int | None, scheduler: str | None, progress: bool,
+                    desc: str, retries: int, failed: str = "failed") -> None:
+    """Run per-shard tasks on a dask client (`dask_client`) with a progress bar of samples; a task
+    that still fails after `retries` is reported at the end, in one BuildError, the others kept."""
+    if not tasks:
+        return
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    failures = []
+    with dask_client(workers, scheduler, len(tasks), out) as client:
+        futures = {client.submit(t.function, *t.args, key=t.key, retries=retries): t for t in tasks}
+        with tqdm(total=sum(t.samples for t in tasks), unit="sample", desc=desc, disable=not progress) as bar:
+            for future in as_completed(futures):
+                task = futures.pop(future)
+                if future.status == "error":
+                    failures.append(f"{task.label}: {future.exception()!r}")
+                bar.update(task.samples)
+                future.release()
+    if failures:
+        raise BuildError(f"{len(failures)} of {len(tasks)} shards {failed} (first: {failures[0]}); "
+                         "the others are done: rerun the same command to retry the failed ones")
 
 
 @contextlib.contextmanager

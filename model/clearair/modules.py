@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.layers import ChannelLayerNorm
-from ..guidance import attention_heads
+from ..guidance import attention_heads, split_heads
 
 ADAPTER_HIDDEN, ADAPTER_OUT = 256, 192  # QGM's adapter, as in the authors' code
 PROMPTS, PROMPT_DIM = 5, 192  # the task identifier's prompt set, as in the authors' code
@@ -41,10 +41,8 @@ def _zero(module: nn.Module) -> nn.Module:
 def _heads_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, heads: int,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-head attention of (B, L, C) queries over (B, N, C) keys / values -> (B, L, C)."""
-    def split(x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (heads, x.shape[-1] // heads)).transpose(1, 2)
-
-    out = F.scaled_dot_product_attention(split(queries), split(keys), split(values), attn_mask=mask)
+    queries, keys, values = (split_heads(x, heads) for x in (queries, keys, values))
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
     return out.transpose(1, 2).flatten(2)
 
 

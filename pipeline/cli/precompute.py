@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _paths(kwargs: dict) -> dict:
-    """Local files named in the arguments made absolute, as the training config makes them."""
-    from pathlib import Path
+    """Local files named in the arguments made absolute, as the training config makes them (the
+    cache's arguments must equal the model's)."""
+    from pipeline.train.config import PROVIDER_PATH_ARGS, absolute_path
 
-    return {k: str(Path(v).expanduser().absolute()) if k in ("perceiver", "cfe", "checkpoint") and isinstance(v, str) else v
-            for k, v in kwargs.items()}
+    return {k: absolute_path(v) if k in PROVIDER_PATH_ARGS else v for k, v in kwargs.items()}

@@ -86,12 +86,18 @@ def resolve(
     return config
 
 
+PROVIDER_PATH_ARGS = ("perceiver", "cfe", "checkpoint")  # ClearAIR provider arguments that name local files
 PATH_KEYS = (  # settings that name local files
     ("data", "source"), ("data", "provider_cache"), ("run", "out"), ("loss", "perceiver"),
-    ("model", "clearair", "quality_kwargs", "perceiver"), ("model", "clearair", "task_kwargs", "perceiver"),
-    ("model", "clearair", "task_kwargs", "cfe"), ("model", "clearair", "task_kwargs", "checkpoint"),
-    ("model", "clearair", "regions_kwargs", "checkpoint"),
+    *(("model", "clearair", f"{kind}_kwargs", arg) for kind in ("quality", "regions", "task") for arg in PROVIDER_PATH_ARGS),
 )
+
+
+def absolute_path(value: Any) -> Any:
+    """A local path made absolute; URLs, URL lists, pipes, nulls and non-strings as they are."""
+    if isinstance(value, str) and value and "://" not in value and not value.startswith("pipe:"):
+        return str(Path(value).expanduser().absolute())
+    return value
 
 
 def absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,9 +107,8 @@ def absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
         parent = out
         for section in sections:
             parent = parent.get(section) if isinstance(parent, Mapping) else None
-        value = parent.get(key) if isinstance(parent, Mapping) else None
-        if isinstance(value, str) and value and "://" not in value and not value.startswith("pipe:"):
-            parent[key] = str(Path(value).expanduser().absolute())
+        if isinstance(parent, Mapping) and key in parent:
+            parent[key] = absolute_path(parent[key])
     return out
 
 

@@ -82,8 +82,7 @@ class RestorerTask:
         self.mq_inputs = inputs == "lq+mq"
         self.infonce = InfoNCE(loss_cfg["temperature"]) if self.model.trains_code and self.weights.contrastive else None
         self.internal = InternalClueLoss(loss_cfg["internal_gamma"]) if self.weights.internal else None
-        # ClearAIR draws its mask dropout from the step's generator.
-        self.forward_kwargs = (lambda rng: {"rng": rng}) if isinstance(self.model, ClearAIR) else (lambda rng: {})
+        self.clearair = isinstance(self.model, ClearAIR)
         self.cache = provider_cache(data.get("provider_cache"), config["model"], self.model)
         if self.cache is not None:
             self.cache.check_build(data["source"])
@@ -133,7 +132,7 @@ class RestorerTask:
         ch, cw = max(8, 3 * h // 4), max(8, 3 * w // 4)
         y, x = (int(torch.randint(0, n + 1, (1,), generator=rng)) for n in (h - ch, w - cw))
         positive = degraded[..., y : y + ch, x : x + cw] if self.infonce else None
-        given = self.forward_kwargs(rng)
+        given: dict[str, Any] = {"rng": rng} if self.clearair else {}  # ClearAIR's mask dropout draws from the step's generator
         if self.cache is not None:  # ClearAIR's provider outputs, computed once by `perceive-ir precompute`
             tiers = ["mq" if p else "lq" for p in pick_mq.flatten().tolist()] if self.mq_inputs else ["lq"] * len(lq)
             given.update(self.cache.given(batch["key"], tiers, lq.device))
