@@ -12,8 +12,10 @@ from degradations.errors import InputNotFound, NotWritable, OutputExists, UserEr
 from degradations.image import as_rgb_uint8
 from degradations.photos import BUILTIN_PHOTOS, builtin_photo, builtin_photos
 from degradations.quality import MIN_SIDE as SCORE_MIN_SIDE
-from degradations.quality import SSIMReference, psnr, quality_reference, ssim
-from degradations.recipe import ENGINE_VERSION, Recipe, Step, degrade, replay
+from degradations.quality import SSIMReference, psnr, quality_reference, ssim, ssim_map
+from degradations.recipe import ENGINE_VERSION, Recipe, Step, degrade, replay, severity_map_of
+from degradations.severity_maps import GENERATORS as MAP_GENERATORS
+from degradations.severity_maps import map_stats, render as render_severity_map
 from degradations.registry import (
     CANONICAL_ORDER,
     Composite,
@@ -32,14 +34,17 @@ from degradations.tiers import (
     default_calibration,
     load_calibration,
     severity_range,
+    tier_areas,
+    tier_map,
     tier_of,
 )
 
 __all__ = [
-    "BUILTIN_PHOTOS", "CANONICAL_ORDER", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "DEGRADED_TIERS", "ENGINE_VERSION", "SCORE_MIN_SIDE", "TIERS",
+    "BUILTIN_PHOTOS", "CANONICAL_ORDER", "MAP_GENERATORS", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "DEGRADED_TIERS", "ENGINE_VERSION", "SCORE_MIN_SIDE", "TIERS",
     "Calibration", "Composite", "Degradation", "InputNotFound", "NotWritable", "OutputExists", "Recipe", "SSIMReference",
     "Step", "UserError",
     "as_rgb_uint8", "available", "builtin_photo", "builtin_photos", "calibrate", "canonical_name", "check_tier",
-    "default_calibration", "degrade", "derive_seed", "get", "lerp", "load_calibration", "psnr", "quality_reference", "register",
-    "replay", "require_choice", "require_range", "rng", "severity_at", "severity_range", "ssim", "tier_of",
+    "default_calibration", "degrade", "derive_seed", "get", "lerp", "load_calibration", "map_stats", "psnr", "quality_reference", "register",
+    "render_severity_map", "replay", "require_choice", "require_range", "rng", "severity_at", "severity_map_of",
+    "severity_range", "ssim", "ssim_map", "tier_areas", "tier_map", "tier_of",
 ]

@@ -132,11 +132,12 @@ def correlate(image: np.ndarray, kernel: np.ndarray, border: int) -> np.ndarray:
     return np.ascontiguousarray(full[kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w])
 
 
-def particle_seeds(rng: np.random.Generator, shape: tuple[int, int], density: float) -> np.ndarray:
-    """A sparse float32 map: a fraction `density` of pixels seed a particle with intensity in [0.5, 1]."""
+def particle_seeds(rng: np.random.Generator, shape: tuple[int, int], density: float | np.ndarray) -> np.ndarray:
+    """A sparse float32 map: a fraction `density` of pixels seed a particle with intensity in [0.5, 1].
+    `density` may be an H x W map: each pixel seeds with its own probability."""
     u = rng.random(shape, dtype=np.float32)
     # The same uniform draw decides whether a pixel seeds and how bright it is.
-    seeds = np.where(u < density, 1.0 - 0.5 * u / np.float32(max(density, 1e-12)), 0.0)
+    seeds = np.where(u < density, 1.0 - 0.5 * u / np.maximum(np.float32(density), np.float32(1e-12)), 0.0)
     return seeds.astype(np.float32, copy=False)
 
 

@@ -53,11 +53,28 @@ class SSIMReference:
         self._vx_c2 = _blur(x * x) - mx2 + np.float32(_C2)
 
     def __call__(self, degraded: np.ndarray) -> float:
+        degraded = self._check(degraded)
+        if np.array_equal(degraded, self._clean):
+            return 1.0  # exactly, which float32 rounding below need not give
+        # The mean leaves out the border, whose windows read mirrored pixels (as scikit-image does).
+        return min(1.0, float(self._local(degraded)[_PAD:-_PAD, _PAD:-_PAD].mean(dtype=np.float64)))
+
+    def map(self, degraded: np.ndarray) -> np.ndarray:
+        """Local SSIM per pixel, H x W float32 (the mean over RGB of each pixel's window), clipped to
+        [0, 1]: the measured quality map whose mean over the interior is the score."""
+        degraded = self._check(degraded)
+        if np.array_equal(degraded, self._clean):
+            return np.ones(self.shape[:2], np.float32)
+        return np.clip(self._local(degraded).mean(axis=2), 0.0, 1.0)
+
+    def _check(self, degraded: np.ndarray) -> np.ndarray:
         degraded = as_rgb_uint8(degraded, what="degraded image")
         if degraded.shape != self.shape:
             raise UserError(f"images differ in shape: {self.shape} vs {degraded.shape}")
-        if np.array_equal(degraded, self._clean):
-            return 1.0  # exactly, which float32 rounding below need not give
+        return degraded
+
+    def _local(self, degraded: np.ndarray) -> np.ndarray:
+        """The SSIM of every pixel's window and channel, H x W x 3 float32."""
         y = degraded.astype(np.float32)
         my = _blur(y)
         eyy = _blur(y * y)
@@ -78,8 +95,7 @@ class SSIMReference:
         my += self._mx2_c1
         my *= eyy  # denominator
         mxy /= my
-        # The mean leaves out the border, whose windows read mirrored pixels (as scikit-image does).
-        return min(1.0, float(mxy[_PAD:-_PAD, _PAD:-_PAD].mean(dtype=np.float64)))
+        return mxy
 
 
 def ssim(clean: np.ndarray, degraded: np.ndarray) -> float:
@@ -92,6 +108,12 @@ def ssim(clean: np.ndarray, degraded: np.ndarray) -> float:
     matters because every stored sample is scored.
     """
     return SSIMReference(clean)(degraded)
+
+
+def ssim_map(clean: np.ndarray, degraded: np.ndarray) -> np.ndarray:
+    """The measured quality map: local SSIM per pixel (H x W float32 in [0, 1]) of `degraded`
+    against `clean`; grade it into tiers with `tier_map`."""
+    return SSIMReference(clean).map(degraded)
 
 
 def psnr(clean: np.ndarray, degraded: np.ndarray) -> float:

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from degradations.base import Degradation
+from degradations import severity_maps
+from degradations.base import MAP_LEVELS, Degradation, ParamLevels, fork
 from degradations.errors import UserError
 from degradations.image import as_rgb_uint8, check_size
-from degradations.registry import Composite, get
-from degradations.seeds import seed_sequence
+from degradations.registry import Composite, canonical_name, get
+from degradations.seeds import derive_seed, rng, seed_sequence
 
 # Bump when a type's output bytes change for the same recipe.
 ENGINE_VERSION = "2"  # 2: blur and rain kernels larger than 11x11 applied through an FFT
@@ -30,11 +31,19 @@ ENGINE_VERSION = "2"  # 2: blur and rain kernels larger than 11x11 applied throu
 
 @dataclass(frozen=True)
 class Step:
-    """One component of a recipe: a type, its severity (None for explicit params) and params."""
+    """One component of a recipe: a type, its severity (None for explicit params) and params.
+
+    A step with a severity map has the map's spec as its severity (a dict, see
+    degradations.severity_maps) and, as params, the list of params drawn at each of MAP_LEVELS.
+    """
 
     type: str
-    severity: float | None
-    params: dict[str, Any]
+    severity: float | dict[str, Any] | None
+    params: dict[str, Any] | list[dict[str, Any]]
+
+    @property
+    def is_map(self) -> bool:
+        return isinstance(self.severity, Mapping)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "severity": self.severity, "params": _jsonable(self.params)}
@@ -45,7 +54,7 @@ class Recipe:
     """A replayable record of one degradation (or chain) of one image."""
 
     type: str
-    severity: float | None
+    severity: float | dict[str, Any] | None
     seed: int
     steps: tuple[Step, ...]
     engine_version: str = ENGINE_VERSION
@@ -76,12 +85,22 @@ class Recipe:
             raise UserError("recipe needs 'params' (one type) or 'components' (a chain)")
         try:
             if "components" in d:
-                steps = tuple(Step(c["type"], c.get("severity"), dict(c["params"])) for c in d["components"])
+                steps = tuple(Step(c["type"], c.get("severity"), _params_of(c)) for c in d["components"])
             else:
-                steps = (Step(d["type"], d.get("severity"), dict(d["params"])),)
+                steps = (Step(d["type"], d.get("severity"), _params_of(d)),)
             return cls(d["type"], d.get("severity"), int(d["seed"]), steps, str(d["engine_version"]))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"not a recipe ({type(err).__name__}: {err}): {dict(d)}") from None
+
+
+def _params_of(d: Mapping[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+    """A step's params: a dict, or for a severity map one dict per MAP_LEVELS level."""
+    if isinstance(d.get("severity"), Mapping):
+        levels = [dict(p) for p in d["params"]]
+        if len(levels) != len(MAP_LEVELS):
+            raise ValueError(f"a map step has params for {len(MAP_LEVELS)} levels, got {len(levels)}")
+        return levels
+    return dict(d["params"])
 
 
 def _jsonable(value: Any) -> Any:
@@ -115,10 +134,15 @@ def _check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def _apply_step(kind: Degradation, image: np.ndarray, step: Step, rng: np.random.Generator) -> np.ndarray:
+def _apply_step(
+    kind: Degradation, image: np.ndarray, step: Step, rng: np.random.Generator, severity_map: np.ndarray | None = None,
+) -> np.ndarray:
     if step.severity == 0.0:
         return image.copy()  # severity 0 is the clean image, exactly
-    out = kind.apply(image, step.params, rng)
+    if step.is_map:
+        out = kind.apply_map(image, ParamLevels(tuple(step.params)), severity_map, rng)
+    else:
+        out = kind.apply(image, step.params, rng)
     if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == image.shape):
         got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
         raise RuntimeError(f"degradation {kind.name!r} returned {got}; expected uint8 {image.shape}")
@@ -129,49 +153,90 @@ def _components(kind: Degradation | Composite) -> tuple[Degradation, ...]:
     return kind.components if isinstance(kind, Composite) else (kind,)
 
 
+Severity = float | str | Mapping[str, Any] | np.ndarray
+
+
 def degrade(
     image: np.ndarray,
-    name: str,
-    severity: float | None = None,
+    name: str | Mapping[str, Severity],
+    severity: Severity | None = None,
     *,
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, Recipe]:
     """Degrade `image` by type `name` (a composite may be `a+b`).
 
-    Give exactly one of `severity` (in [0, 1]; parameters are drawn) and
-    `params` (explicit physical parameters, missing keys take documented
-    defaults; for a composite, a dict of params per component type).
+    Give exactly one of `severity` and `params` (explicit physical parameters, missing keys
+    take documented defaults; for a composite, a dict of params per component type). A
+    severity is a number in [0, 1] (parameters are drawn), or a severity map: an H x W array
+    in [0, 1], a generator name or a spec dict (degradations.severity_maps), which each type
+    honours per pixel with its physical meaning. `name` may also map types to their own
+    severities, `{"haze": spec_a, "rain": spec_b}`: types in different regions, applied in
+    the canonical physical order.
     Returns the degraded uint8 RGB image and the recipe that replays it.
     """
-    if (severity is None) == (params is None):
-        raise UserError("give exactly one of severity and params")
     image = as_rgb_uint8(image)
     seed = _check_seed(seed)
-    kind = get(name)
+    if isinstance(name, Mapping):
+        if severity is not None or params is not None:
+            raise UserError("a dict of types carries each type's severity: give neither severity nor params")
+        if not name:
+            raise UserError("give at least one type in the dict of types and severities")
+        order = canonical_name("+".join(name)).split("+")
+        severities = [name[t] for t in order]
+        kind = get("+".join(order))
+    else:
+        if (severity is None) == (params is None):
+            raise UserError("give exactly one of severity and params")
+        kind = get(name)
+        severities = [severity] * len(_components(kind))
     components = _components(kind)
     check_size(image, kind.min_size, kind.name)
-    if severity is not None:
-        severity = _check_severity(severity)
-    elif len(components) > 1:
+    if params is not None and len(components) > 1:
         if not isinstance(params, Mapping) or set(params) - {c.name for c in components}:
             raise UserError(f"params for composite {kind.name} must be a dict keyed by its types {[c.name for c in components]}")
 
     out, steps = image, []
-    for i, comp in enumerate(components):
+    for i, (comp, level) in enumerate(zip(components, severities)):
         params_rng, apply_rng = _streams(seed, i, comp.name)
-        if severity is not None:
-            p = comp.params(params_rng, severity)
+        severity_map = None
+        if params is not None:
+            step = Step(comp.name, None, _jsonable(comp.resolve(params if len(components) == 1 else params.get(comp.name, {}))))
+        elif severity_maps.is_map(level):
+            spec, severity_map = _map_of(level, image, seed)
+            levels = [_jsonable(comp.params(fork(params_rng), s)) for s in MAP_LEVELS]
+            step = Step(comp.name, spec, levels)
         else:
-            p = comp.resolve(params if len(components) == 1 else params.get(comp.name, {}))
-        step = Step(comp.name, severity, _jsonable(p))
-        out = _apply_step(comp, out, step, apply_rng)
+            level = _check_severity(level)
+            step = Step(comp.name, level, _jsonable(comp.params(params_rng, level)))
+        out = _apply_step(comp, out, step, apply_rng, severity_map)
         steps.append(step)
-    return out, Recipe(kind.name, severity, seed, tuple(steps))
+    same = len({repr(s.severity) for s in steps}) == 1
+    return out, Recipe(kind.name, steps[0].severity if same else None, seed, tuple(steps))
 
 
-def replay(image: np.ndarray, recipe: Recipe | Mapping[str, Any]) -> np.ndarray:
-    """Apply `recipe` to the clean `image` again: the same bytes as `degrade` gave."""
+def _map_of(severity: Any, image: np.ndarray, seed: int) -> tuple[dict[str, Any], np.ndarray]:
+    """(the complete spec, the rendered map) of a map severity. Unset spec parameters and the map's
+    seed come from the recipe's seed alone, not the component: components that name the same
+    generator get the same map (complementary parts of one segmentation, for regions)."""
+    if isinstance(severity, np.ndarray):
+        return severity_maps.array_spec(severity, image.shape[:2])
+    spec = severity_maps.resolve_spec(severity, rng(seed, "severity-map"), derive_seed(seed, "severity-map"))
+    return _jsonable(spec), severity_maps.render(spec, image)
+
+
+def severity_map_of(image: np.ndarray, step: Step, arrays: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+    """The H x W severity map a recipe step applied to `image` (its clean input), None for a scalar step."""
+    if not step.is_map:
+        return None
+    return severity_maps.render(step.severity, as_rgb_uint8(image), (arrays or {}).get(step.type))
+
+
+def replay(image: np.ndarray, recipe: Recipe | Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Apply `recipe` to the clean `image` again: the same bytes as `degrade` gave.
+
+    `arrays`: for steps whose severity map was a caller's array, that array by type name.
+    """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.from_dict(recipe)
     if recipe.engine_version != ENGINE_VERSION:
@@ -188,6 +253,12 @@ def replay(image: np.ndarray, recipe: Recipe | Mapping[str, Any]) -> np.ndarray:
             raise UserError(f"recipe step type must be a single type, got {step.type!r}")
         check_size(image, comp.min_size, comp.name)
         params_rng, apply_rng = _streams(recipe.seed, i, comp.name)
+        if step.is_map:
+            # Maps are rendered on the clean image (depth, segments), as degrade does.
+            severity_map = severity_map_of(image, step, arrays)
+            levels = [comp.resolve(p) for p in step.params]
+            out = _apply_step(comp, out, Step(step.type, step.severity, levels), apply_rng, severity_map)
+            continue
         params = comp.resolve(step.params)
         edited = step.severity == 0.0 and params != comp.resolve(_jsonable(comp.params(params_rng, 0.0)))
         if edited and recipe.engine_version == ENGINE_VERSION:  # another engine may draw other severity-0 params

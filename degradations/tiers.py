@@ -23,6 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from degradations.errors import InputNotFound, NotWritable, UserError
 
 # The one tier order: worst first, so a tier's index is its class label (0 low, 1 medium, 2 high
@@ -56,6 +58,22 @@ def tier_of(score: float, metric: str = "ssim", bands: Mapping[str, tuple[float,
     if score >= bands["mq"][0]:
         return "mq"
     return "lq"
+
+
+def tier_map(quality: np.ndarray, bands: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """The tier index (TIERS order: 0 lq, 1 mq, 2 hq) of every pixel of an SSIM quality map, under
+    `bands` (default: the SSIM bands), as `tier_of` grades a whole image's score."""
+    bands = DEFAULT_BANDS["ssim"] if bands is None else bands
+    out = np.zeros(quality.shape, np.int64)
+    out[quality >= bands["mq"][0]] = 1
+    out[quality >= bands["hq"][0]] = 2
+    return out
+
+
+def tier_areas(quality: np.ndarray, bands: Mapping[str, tuple[float, float]] | None = None) -> dict[str, float]:
+    """The fraction of a quality map's pixels in each tier."""
+    counts = np.bincount(tier_map(quality, bands).ravel(), minlength=len(TIERS))
+    return {tier: float(counts[i] / quality.size) for i, tier in enumerate(TIERS)}
 
 
 @dataclass(frozen=True)

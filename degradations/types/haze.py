@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from degradations.base import Degradation, lerp, require_range
+from degradations.base import Degradation, ParamLevels, lerp, require_range
 from degradations.errors import UserError
 from degradations.kernels import blend
 from degradations.registry import register
@@ -82,3 +82,10 @@ class Haze(Degradation):
         depth += np.float32(NEAR)
         t = np.exp(depth * np.float32(-params["beta"]))
         return blend(image, tuple(params["airlight"]), 1.0 - t)
+
+    def apply_map(self, image: np.ndarray, levels: ParamLevels, severity_map: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """beta (the haze's density) per pixel: t = exp(-beta(x) d(x))."""
+        top = levels.top
+        depth = depth_proxy(image, float(top["vertical_weight"])) * np.float32(FAR - NEAR) + np.float32(NEAR)
+        t = np.exp(-levels.at("beta", severity_map) * depth)
+        return blend(image, tuple(top["airlight"]), 1.0 - t)

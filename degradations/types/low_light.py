@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from degradations.base import Degradation, lerp, require_range
+from degradations.base import Degradation, ParamLevels, lerp, require_range
 from degradations.image import srgb_to_linear
 from degradations.registry import register
 from degradations.types.noise import add_poisson_gaussian
@@ -52,3 +52,10 @@ class LowLight(Degradation):
         dark = np.float32(params["exposure"]) * _LEVELS ** np.float32(params["gamma"])
         std = np.sqrt(dark * np.float32(params["shot"]) + np.float32(params["read"]) ** 2)
         return add_poisson_gaussian(cv2.LUT(image, dark), cv2.LUT(image, std), rng)
+
+    def apply_map(self, image: np.ndarray, levels: ParamLevels, severity_map: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A smooth illumination field: exposure, gamma and sensor noise per pixel."""
+        at = {k: levels.at(k, severity_map)[..., None] for k in ("exposure", "gamma", "shot", "read")}
+        dark = at["exposure"] * np.power(cv2.LUT(image, _LEVELS), at["gamma"])
+        std = np.sqrt(dark * at["shot"] + at["read"] ** 2)
+        return add_poisson_gaussian(dark, std, rng)

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from degradations.base import Degradation, lerp, require_choice, require_range
+from degradations.base import Degradation, ParamLevels, lerp, require_choice, require_range
 from degradations.image import linear_to_srgb_uint8, srgb_to_linear
 from degradations.random_fields import normal_field
 from degradations.registry import register
@@ -75,4 +75,15 @@ class Noise(Degradation):
             return add_gaussian(image, params["sigma"], rng)
         linear = srgb_to_linear(image)
         std = np.sqrt(linear * np.float32(params["shot"]) + np.float32(params["read"]) ** 2)
+        return add_poisson_gaussian(linear, std, rng)
+
+    def apply_map(self, image: np.ndarray, levels: ParamLevels, severity_map: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """sigma (or shot and read) per pixel."""
+        if levels.top["model"] == "gaussian":
+            field = normal_field(rng, image.shape)
+            field *= levels.at("sigma", severity_map)[..., None]
+            return cv2.add(image, field, dtype=cv2.CV_8U)
+        linear = srgb_to_linear(image)
+        read = levels.at("read", severity_map)[..., None]
+        std = np.sqrt(linear * levels.at("shot", severity_map)[..., None] + read * read)
         return add_poisson_gaussian(linear, std, rng)

@@ -8,14 +8,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from degradations.base import Degradation, lerp, require_range
+from degradations.base import Degradation, ParamLevels, lerp, require_range
 from degradations.errors import UserError
 from degradations.kernels import correlate, line_kernel, particle_seeds, screen
 from degradations.registry import register
 
 
 def streak_layer(
-    rng: np.random.Generator, shape: tuple[int, int], *, density: float, length: float, angle: float, width: int, blur: float
+    rng: np.random.Generator, shape: tuple[int, int], *, density: float | np.ndarray, length: float, angle: float, width: int,
+    blur: float,
 ) -> np.ndarray:
     """Sparse seeds convolved with a streak kernel and softened: one rain layer, float32, peak about 1."""
     seeds = particle_seeds(rng, shape, density)
@@ -67,15 +68,24 @@ class Rain(Degradation):
         }
 
     def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
-        shape = image.shape[:2]
-        layer = params["brightness"] * streak_layer(
-            rng, shape, density=params["density"], length=params["length"], angle=params["angle"],
-            width=params["width"], blur=params["blur"],
+        return screen(image, self._layer(image.shape[:2], params, params["density"], params["brightness"], rng))
+
+    def apply_map(self, image: np.ndarray, levels: ParamLevels, severity_map: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Density and brightness per region; a streak's length, angle and width are the strongest level's."""
+        density, brightness = levels.at("density", severity_map), levels.at("brightness", severity_map)
+        density[severity_map <= 0] = 0.0  # no rain where the map is 0 (level 0 still draws sparse streaks)
+        return screen(image, self._layer(image.shape[:2], levels.top, density, brightness, rng))
+
+    @staticmethod
+    def _layer(shape: tuple[int, int], params: Mapping[str, Any], density: Any, brightness: Any, rng: np.random.Generator) -> np.ndarray:
+        layer = streak_layer(
+            rng, shape, density=density, length=params["length"], angle=params["angle"], width=params["width"], blur=params["blur"],
         )
+        layer *= brightness
         if params["layers"] == 2:
             far = streak_layer(
-                rng, shape, density=params["density"], length=params["length"] / 2, angle=params["angle"],
-                width=1, blur=params["blur"],
+                rng, shape, density=density, length=params["length"] / 2, angle=params["angle"], width=1, blur=params["blur"],
             )
-            layer = np.maximum(layer, 0.6 * params["brightness"] * far)
-        return screen(image, layer)
+            far *= 0.6 * brightness  # a Python float for a scalar brightness: the bytes of before
+            layer = np.maximum(layer, far)
+        return layer

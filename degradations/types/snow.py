@@ -8,8 +8,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from degradations.base import Degradation, lerp, require_range
-from degradations.kernels import line_kernel, particle_seeds, screen
+from degradations.base import Degradation, ParamLevels, lerp, require_range
+from degradations.kernels import blend, line_kernel, particle_seeds, screen
 from degradations.registry import register
 
 _VEIL_LEVEL = 235.0  # the veil's grey, 8-bit
@@ -49,13 +49,26 @@ class Snow(Degradation):
         }
 
     def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
-        seeds = particle_seeds(rng, image.shape[:2], params["density"])
+        flakes = self._flakes(image.shape[:2], params, params["density"], rng)
+        veil = float(params["veil"])
+        base = cv2.convertScaleAbs(image, alpha=1.0 - veil, beta=veil * _VEIL_LEVEL)  # rounds to uint8
+        return screen(base, flakes * np.float32(params["brightness"]))
+
+    def apply_map(self, image: np.ndarray, levels: ParamLevels, severity_map: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Flake density, brightness and the veil per region; flake size and fall are the strongest level's."""
+        density = levels.at("density", severity_map)
+        density[severity_map <= 0] = 0.0
+        flakes = self._flakes(image.shape[:2], levels.top, density, rng)
+        base = blend(image, (int(_VEIL_LEVEL),) * 3, levels.at("veil", severity_map))
+        return screen(base, flakes * levels.at("brightness", severity_map))
+
+    @staticmethod
+    def _flakes(shape: tuple[int, int], params: Mapping[str, Any], density: Any, rng: np.random.Generator) -> np.ndarray:
+        seeds = particle_seeds(rng, shape, density)
         sigma = float(params["flake_size"])
         # Scale so that an isolated flake peaks at 1 after the Gaussian spreads it.
         flakes = cv2.GaussianBlur(seeds, (0, 0), sigmaX=sigma) * np.float32(2 * np.pi * sigma**2)
         if params["length"] > 1:
             streak = line_kernel(params["length"], params["angle"])
             flakes = cv2.filter2D(flakes, -1, streak / streak.max() / max(1.0, params["length"] / 2))
-        veil = float(params["veil"])
-        base = cv2.convertScaleAbs(image, alpha=1.0 - veil, beta=veil * _VEIL_LEVEL)  # rounds to uint8
-        return screen(base, flakes * np.float32(params["brightness"]))
+        return flakes
