@@ -43,6 +43,12 @@ class QualityPerceiver(nn.Module):
             weights file; None builds a randomly initialised CLIP (and warns).
         n_ctx: learned context tokens per tier.
         train_visual: also train the image tower (for use without pretrained weights).
+        dense_head: also predict per-patch tier logits (`dense_logits`, `quality_map`): the image
+            tower's spatial features (ViT patch tokens or a ResNet feature map), layer-normed and
+            projected by a learned 1x1 convolution into CLIP's embedding space, compared with the same
+            three tier prompts. The global head is unchanged.
+        dense_block: which of the tower's blocks the dense head reads (-1: the last; on a ResNet an
+            earlier block gives a finer grid: -2 halves the stride).
     """
 
     def __init__(
@@ -51,10 +57,14 @@ class QualityPerceiver(nn.Module):
         pretrained: str | Path | None = None,
         n_ctx: int = 16,
         train_visual: bool = False,
+        dense_head: bool = False,
+        dense_block: int = -1,
     ) -> None:
         super().__init__()
         pretrained = str(pretrained) if pretrained else None
         self.config = dict(clip_model=clip_model, pretrained=pretrained, n_ctx=n_ctx, train_visual=train_visual)
+        if dense_head:  # recorded only when on: files saved before the dense head existed keep loading
+            self.config.update(dense_head=True, dense_block=dense_block)
         if pretrained is None:
             warn_random_weights(f"open_clip model {clip_model!r}", "pass pretrained=<tag or local file>")
         self.clip = open_clip.create_model(clip_model, pretrained=pretrained)
@@ -80,6 +90,12 @@ class QualityPerceiver(nn.Module):
         self.register_buffer("mean", torch.tensor(preprocess["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(preprocess["std"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("tier_quality", torch.tensor(TIER_QUALITY), persistent=False)
+        self.dense_block = dense_block
+        self.dense = None
+        if dense_head:
+            with torch.no_grad():  # the widths of this tower's block and of CLIP's joint embedding
+                pooled, spatial = self._spatial(torch.zeros(1, 3, *self.image_size))
+            self.dense = nn.Sequential(nn.GroupNorm(1, spatial.shape[1]), nn.Conv2d(spatial.shape[1], pooled.shape[1], 1))
         self.train()
 
     @property
@@ -123,9 +139,41 @@ class QualityPerceiver(nn.Module):
         x = F.interpolate(images, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
         return self.clip.encode_image((x - self.mean) / self.std, normalize=True)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits over (lq, mq, hq), shape (B, 3): the similarities times CLIP's learned logit scale."""
+    def forward(self, images: torch.Tensor, dense: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits over (lq, mq, hq), shape (B, 3): the similarities times CLIP's learned logit scale.
+        With `dense`, (those logits, per-patch logits (B, 3, h, w)): `forward_dense` through the
+        module's own call, as DDP needs."""
+        if dense:
+            return self.forward_dense(images)
         return self.clip.logit_scale.exp() * self.similarities(images)
+
+    def _spatial(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled image features (B, embed_dim), the spatial features of block `dense_block`
+        (B, C, h, w)) of images already resized to the input size, in one pass through the tower."""
+        x = (images - self.mean) / self.std
+        out = self.clip.visual.forward_intermediates(x, indices=[self.dense_block] if self.dense_block >= 0 else -self.dense_block)
+        return out["image_features"], out["image_intermediates"][0]
+
+    def forward_dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global logits (B, 3), per-patch tier logits (B, 3, h, w)) in one pass through the image tower."""
+        if self.dense is None:
+            raise RuntimeError("this QualityPerceiver was built without dense_head=True")
+        x = F.interpolate(images, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
+        pooled, spatial = self._spatial(x)
+        prompts = self.prompt_features()
+        scale = self.clip.logit_scale.exp()
+        patches = F.normalize(self.dense(spatial), dim=1)
+        return scale * F.normalize(pooled, dim=-1) @ prompts.T, scale * torch.einsum("bchw,kc->bkhw", patches, prompts)
+
+    def dense_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-patch tier logits (B, 3, h, w) on the image tower's grid."""
+        return self.forward_dense(images)[1]
+
+    def quality_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The predicted quality map (B, H, W) in [0, 1] of images (B, 3, H, W): per patch, the tier
+        probabilities weighted by 0, 0.5, 1, upsampled bilinearly to the images' size."""
+        expected = torch.einsum("bkhw,k->bhw", self.dense_logits(images).softmax(dim=1), self.tier_quality)
+        return F.interpolate(expected[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """Expected quality in [0, 1] per image, shape (B,): tier probabilities weighted by 0, 0.5, 1."""
@@ -137,7 +185,7 @@ class QualityPerceiver(nn.Module):
         state = self.state_dict()
         if self.config["pretrained"] is None:
             return state
-        prefixes = ("ctx", "clip.visual.") if self.train_visual else ("ctx",)
+        prefixes = ("ctx", "dense.", "clip.visual.") if self.train_visual else ("ctx", "dense.")
         return {name: tensor for name, tensor in state.items() if name.startswith(prefixes)}
 
     def save(self, path: str | Path) -> None:

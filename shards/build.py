@@ -107,7 +107,7 @@ def build(
     if workers is not None and workers < 1:
         raise D.UserError(f"--workers must be at least 1, got {workers}")
     calibration = config.load_calibration()
-    scorer = Scorer.of(calibration, config.types, config.seed, config.max_tries)
+    scorer = Scorer.of(calibration, config.types, config.seed, config.max_tries, config.maps, config.map_contrast)
     sources = list_sources(source)
     codec = config.codec_spec
     if codec.lossy:

@@ -23,6 +23,9 @@ LAYOUTS = ("random", "grid")
 # tiers, hq the clean patch, lq the patch degraded at a severity drawn over the type's span, and
 # mq added later by `perceive-ir render-medium` (a restorer's output on lq).
 TIER_SCHEMES = ("bands", "paper")
+# Severity maps a build may store (BuildConfig.maps): a generator of degradations.severity_maps, or
+# "mixed", one drawn per image among them.
+MAP_CHOICES = ("smooth", "gradient", "depth", "ellipse", "regions")
 MIN_PATCH = 16  # px a side: scoring needs 11 (D.SCORE_MIN_SIDE), most types 16 or more
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -57,6 +60,11 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_tries: int = 8  # severity draws per tier before a sample is given up
     tiers: str = "bands"  # the tier scheme, one of TIER_SCHEMES
+    # Severity maps: "" (off, one severity per image), a generator of MAP_CHOICES or "mixed". Each
+    # degraded image then varies in space around its searched severity s, from s (1 - c/2) to
+    # s (1 + c/2) for map_contrast c, and stores its severity map and measured quality map.
+    maps: str = ""
+    map_contrast: float = 1.0
     calibration: str | None = field(default=None, compare=False)  # file; None = the shipped one
 
     def __post_init__(self) -> None:
@@ -90,6 +98,10 @@ class BuildConfig:
             raise D.UserError(f"--patch {self.patch} is smaller than {', '.join(too_small)} needs ({need} px)")
         if self.tiers not in TIER_SCHEMES:
             raise D.UserError(f"unknown tier scheme {self.tiers!r}; choose {' or '.join(TIER_SCHEMES)}")
+        if self.maps and self.maps not in (*MAP_CHOICES, "mixed"):
+            raise D.UserError(f"unknown --maps {self.maps!r}; choose one of {', '.join(MAP_CHOICES)} or mixed")
+        if isinstance(self.map_contrast, bool) or not isinstance(self.map_contrast, (int, float)) or not 0 <= self.map_contrast <= 2:
+            raise D.UserError(f"--map-contrast must be a number in [0, 2], got {self.map_contrast!r}")
         if self.layout not in LAYOUTS:
             raise D.UserError(f"unknown layout {self.layout!r}; choose {' or '.join(LAYOUTS)}")
         if not 0 <= self.png_level <= 9:
@@ -121,6 +133,9 @@ class BuildConfig:
         d["splits"] = {name: frac for name, frac in self.splits}
         d["codec"] = self.codec_spec.to_dict()
         d.pop("png_level")  # part of the codec record
+        if not self.maps:  # a build without maps keeps the record it had before maps existed
+            d.pop("maps")
+            d.pop("map_contrast")
         return d
 
 

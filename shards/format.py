@@ -6,6 +6,7 @@ shards/FORMAT.md). A build is:
 
     OUT/dataset.json                          the build record (`make_record`)
     OUT/{split}/{type_dir}/shard-NNNNNN.tar   webdataset shard: KEY.hq.EXT, KEY.mq.EXT, KEY.lq.EXT, KEY.json
+                                              (with --maps also KEY.{mq,lq}_sev.png and KEY.{mq,lq}_qmap.png)
     OUT/{split}/{type_dir}/shard-NNNNNN.parquet   its manifest, written last: it marks the shard done
     OUT/manifest.parquet                      every image, one row each (MANIFEST_SCHEMA)
     OUT/errors.parquet                        every photo or sample that could not be used (ERRORS_SCHEMA)
@@ -41,9 +42,10 @@ from shards.files import atomic_output
 FORMAT = "perceive-ir/shards"
 # 2: dataset.json records the calibration whole (D.Calibration.to_record), and shard manifests
 # carry the version in their metadata. 3: config.tiers names the tier scheme (bands or paper); a
-# paper build's mq images live in companion shards.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # what open_build reads; a build is always written in FORMAT_VERSION
+# paper build's mq images live in companion shards. 4: severity and quality maps (config.maps), their
+# statistics in the manifest's map_* and quality_* and area_* columns (null without maps).
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # what open_build reads; a build is always written in FORMAT_VERSION
 
 DATASET = "dataset.json"
 MANIFEST = "manifest.parquet"
@@ -58,6 +60,16 @@ MEDIUM_KIND = "medium"  # the companion's per-sample record: KEY.medium.json (mo
 def member_tiers(scheme: str) -> tuple[str, ...]:
     """The tier members a build's shards hold under its tier scheme, in tar order."""
     return MEMBER_TIERS if scheme == "bands" else ("hq", "lq")
+
+
+# A degraded image's maps, 8-bit greyscale PNG whatever the codec: its severity map (0-255 for
+# severity 0-1) and its measured quality map (local SSIM 0-1 as 0-255).
+MAP_KINDS = ("sev", "qmap")
+
+
+def map_kind(tier: str, kind: str) -> str:
+    """The member kind of a tier's map: `lq_sev`, `mq_qmap` (no dot: webdataset splits keys at dots)."""
+    return f"{tier}_{kind}"
 
 # Keys of a shard manifest's key-value metadata.
 SHARD_ERRORS_KEY = b"perceive_ir.errors"  # the shard's error rows, as JSON (see shards.manifest)
@@ -79,6 +91,17 @@ MANIFEST_SCHEMA = pa.schema(
         ("bytes", pa.int64()),
         ("sha256", pa.string()),  # of the member's bytes
         ("source", pa.string()),  # source id: path relative to the source root, or builtin:NAME
+        # Severity and quality maps (config.maps): their mean, min and max, and the fraction of the
+        # image's pixels whose measured quality lies in each tier; null for hq and builds without maps.
+        ("map_mean", pa.float64()),
+        ("map_min", pa.float64()),
+        ("map_max", pa.float64()),
+        ("quality_mean", pa.float64()),
+        ("quality_min", pa.float64()),
+        ("quality_max", pa.float64()),
+        ("area_lq", pa.float64()),
+        ("area_mq", pa.float64()),
+        ("area_hq", pa.float64()),
     ]
 )
 
@@ -164,7 +187,10 @@ def make_record(
         "layout": {
             "shards": "{split}/{type_dir}/shard-{index:06d}.tar",
             "type_dirs": {t: type_dir(t) for t in types},
-            "members": [member_name("KEY", tier, extension) for tier in member_tiers(config.get("tiers", "bands"))] + [record_member("KEY")],
+            "members": [member_name("KEY", tier, extension) for tier in member_tiers(config.get("tiers", "bands"))]
+            + [member_name("KEY", map_kind(t, k), "png") for t in member_tiers(config.get("tiers", "bands")) if t != "hq"
+               for k in MAP_KINDS if config.get("maps")]
+            + [record_member("KEY")],
             "null_psnr": "hq images are the clean patch: psnr is null (infinite), score is the metric of identical images",
         },
         "source": source,

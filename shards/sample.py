@@ -54,14 +54,33 @@ class Scorer:
     intervals: Mapping[str, Mapping[str, tuple[float, float]]]  # type -> tier -> severity interval
     seed: int
     max_tries: int
+    maps: str = ""  # BuildConfig.maps: "" for one severity per image
+    map_contrast: float = 1.0
 
     @classmethod
-    def of(cls, calibration: D.Calibration, types: Sequence[str], seed: int, max_tries: int) -> Scorer:
+    def of(cls, calibration: D.Calibration, types: Sequence[str], seed: int, max_tries: int,
+           maps: str = "", map_contrast: float = 1.0) -> Scorer:
         """The scorer of a build: its calibration's metric and bands, and per type the severity
         interval each degraded tier is searched in (beyond the mean curve where it falls short)."""
+        if maps and calibration.metric != "ssim":
+            raise D.UserError(f"--maps stores SSIM quality maps: it needs an ssim calibration, not {calibration.metric}")
         intervals = {t: {tier: calibration.interval(t, tier, beyond_mean=True) for tier in D.DEGRADED_TIERS} for t in types}
         bands = {t: calibration.bands_for(t) for t in types}
-        return cls(calibration.metric, bands, intervals, seed, max_tries)
+        return cls(calibration.metric, bands, intervals, seed, max_tries, maps, float(map_contrast))
+
+    def severity_arg(self, severity: float, key: str, tier: str) -> float | dict[str, Any]:
+        """What D.degrade gets for a searched severity: the number, or with maps a map spec that
+        varies around it (from s (1 - c/2) to s (1 + c/2), clipped to 1), so a larger s still
+        degrades more and the tier search works unchanged."""
+        if not self.maps:
+            return severity
+        generator = self.maps
+        if generator == "mixed":
+            from shards.config import MAP_CHOICES
+
+            generator = MAP_CHOICES[int(D.rng(self.seed, key, tier, "map").integers(len(MAP_CHOICES)))]
+        half = self.map_contrast / 2
+        return {"map": generator, "lo": round(severity * (1 - half), _DIGITS), "hi": round(min(1.0, severity * (1 + half)), _DIGITS)}
 
     def span(self, type_name: str) -> tuple[float, float]:
         """The severities the paper scheme draws lq from: from where the type's mean score leaves hq
@@ -98,7 +117,23 @@ class Scorer:
 @dataclass(frozen=True)
 class Slot:
     image: np.ndarray
-    record: dict[str, Any]  # severity, score, psnr, tier, attempts, recipe
+    record: dict[str, Any]  # severity, score, psnr, tier, attempts, recipe; with maps, "maps" (their statistics)
+    maps: tuple[np.ndarray, np.ndarray] | None = None  # severity map and measured quality map, H x W float32
+
+
+def _with_maps(slot: Slot, patch: np.ndarray, type_name: str, scorer: Scorer) -> Slot:
+    """`slot` with its severity map (rendered from the recipe) and its measured quality map."""
+    if not scorer.maps:
+        return slot
+    recipe = D.Recipe.from_dict(slot.record["recipe"])
+    severity = D.severity_map_of(patch, recipe.steps[0])  # a composite's components share the spec
+    quality = D.ssim_map(patch, slot.image)
+    stats = {
+        "severity": {k: round(v, _DIGITS) for k, v in D.map_stats(severity).items()},
+        "quality": {k: round(v, _DIGITS) for k, v in D.map_stats(quality).items()},
+        "areas": {k: round(v, _DIGITS) for k, v in D.tier_areas(quality, scorer.bands[type_name]).items()},
+    }
+    return Slot(slot.image, {**slot.record, "maps": stats}, (severity, quality))
 
 
 def _finite(x: float) -> float | None:
@@ -141,7 +176,7 @@ def degraded_slot(
     tried = []
     severity = round(float(draws.uniform(lo, hi)), _DIGITS)
     for attempt in range(scorer.max_tries):
-        out, recipe = D.degrade(patch, type_name, severity, seed=D.derive_seed(scorer.seed, key, tier, attempt))
+        out, recipe = D.degrade(patch, type_name, scorer.severity_arg(severity, key, tier), seed=D.derive_seed(scorer.seed, key, tier, attempt))
         value = score(out)
         loss = scorer.loss(value)
         measured.append((severity, loss))  # for the rest of this search and the patch's next tier
@@ -155,7 +190,7 @@ def degraded_slot(
                 "attempts": attempt + 1,
                 "recipe": recipe.to_dict(),
             }
-            return Slot(out, record)
+            return _with_maps(Slot(out, record), patch, type_name, scorer)
         tried.append(f"{severity:.3f}->{value:.3f}")
         if miss > 0 and severity >= 1.0:
             if loss < _NEAR * scorer.loss(band_hi):
@@ -208,7 +243,7 @@ def paper_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> 
     the tier the bands would give it under `band`); mq comes later, from a medium restorer."""
     lo, hi = scorer.span(type_name)
     severity = round(float(D.rng(scorer.seed, key, "lq", "severity").uniform(lo, hi)), _DIGITS)
-    out, recipe = D.degrade(patch, type_name, severity, seed=D.derive_seed(scorer.seed, key, "lq", 0))
+    out, recipe = D.degrade(patch, type_name, scorer.severity_arg(severity, key, "lq"), seed=D.derive_seed(scorer.seed, key, "lq", 0))
     value = scorer.scores_against(patch)(out)
     record = {
         "severity": severity,
@@ -219,7 +254,7 @@ def paper_slots(patch: np.ndarray, type_name: str, key: str, scorer: Scorer) -> 
         "attempts": 1,
         "recipe": recipe.to_dict(),
     }
-    return {"hq": clean_slot(patch, type_name, key, scorer), "lq": Slot(out, record)}
+    return {"hq": clean_slot(patch, type_name, key, scorer), "lq": _with_maps(Slot(out, record), patch, type_name, scorer)}
 
 
 def patch_box(height: int, width: int, patch: int, patch_index: int, patches_per_image: int,

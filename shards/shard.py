@@ -24,7 +24,7 @@ import numpy as np
 import degradations as D
 from shards.codec import Codec
 from shards.files import shard_writer
-from shards.format import member_name, member_tiers, record_member
+from shards.format import MAP_KINDS, map_kind, member_name, member_tiers, record_member
 from shards.manifest import write_shard_manifest
 from shards.plan import SampleSpec, ShardSpec
 from shards.sample import SampleError, Scorer, make_slots, paper_slots, patch_box
@@ -155,6 +155,25 @@ def _run_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     return ShardResult(spec.name, samples, len(errors))
 
 
+def encode_map(values: np.ndarray, level: int | None) -> bytes:
+    """An H x W map in [0, 1] as 8-bit greyscale PNG (0-255)."""
+    grey = np.clip(np.rint(values * np.float32(255)), 0, 255).astype(np.uint8)
+    ok, data = cv2.imencode(".png", grey, [cv2.IMWRITE_PNG_COMPRESSION, 1 if level is None else int(level)])
+    if not ok:
+        raise RuntimeError("PNG encoding of a map failed")
+    return data.tobytes()
+
+
+def _map_columns(stats: dict[str, Any] | None) -> dict[str, float]:
+    """The manifest's map columns of one image (none without maps: they stay null)."""
+    if stats is None:
+        return {}
+    columns = {f"map_{k}": v for k, v in stats["severity"].items()}
+    columns.update({f"quality_{k}": v for k, v in stats["quality"].items()})
+    columns.update({f"area_{k}": v for k, v in stats["areas"].items()})
+    return columns
+
+
 def _error(sample: SampleSpec, spec: ShardSpec, reason: str, type_name: str | None = None,
            key: str | None = None, tier: str | None = None) -> dict[str, Any]:
     return {"source": sample.source.id, "split": spec.split, "type": type_name, "key": key, "tier": tier, "reason": reason}
@@ -193,7 +212,13 @@ def _make_sample(image: np.ndarray, sample: SampleSpec, spec: ShardSpec, job: Sh
                 "severity": r["severity"], "score": r["score"], "psnr": r["psnr"],
                 "shard": spec.tar, "member": member, "width": pw, "height": ph,
                 "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "source": sample.source.id,
+                **_map_columns(r.get("maps")),
             }
         )
+        if slots[slot].maps is not None:
+            for kind, values in zip(MAP_KINDS, slots[slot].maps):
+                name = member_name(sample.key, map_kind(slot, kind), "png")
+                members.append((name, encode_map(values, job.codec.level)))
+                record[slot][kind] = name
     members.append((record_member(sample.key), json.dumps(record, sort_keys=True).encode()))
     return members, rows

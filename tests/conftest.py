@@ -10,7 +10,7 @@ import pytest
 
 import degradations as D
 import shards
-from helpers import SMALL_BUILD, stage_config
+from helpers import MAPS_BUILD, SMALL_BUILD, stage_config
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,15 @@ def small_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("small_build")
     result = shards.build("builtin", out, SMALL_BUILD, workers=2, progress=False)
     assert result.shards_skipped == 0 and result.report.samples > 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def maps_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished build with severity and quality maps (MAPS_BUILD), one worker. Read only."""
+    out = tmp_path_factory.mktemp("maps_build")
+    result = shards.build("builtin", out, MAPS_BUILD, workers=1, progress=False)
+    assert result.report.samples > 0
     return out
 
 

@@ -13,6 +13,8 @@ from pipeline.train import get_stage
 
 # The small build several modules make or read: 64 px patches, a few per photo, 3 samples per shard (dozens of shards).
 SMALL_BUILD = shards.BuildConfig(patch=64, patches_per_image=3, samples_per_shard=3, seed=5)
+# A small build with severity and quality maps (a generator drawn per image), for the map tests.
+MAPS_BUILD = shards.BuildConfig(types=("noise", "haze", "rain"), patch=64, patches_per_image=2, samples_per_shard=4, seed=3, maps="mixed")
 SMALL_BUILD_ARGS = ["--patch", "64", "--patches-per-image", "3", "--samples-per-shard", "3", "--seed", "5", "--quiet"]
 
 TINY_PERCEIVER = {"clip_model": "perceive-ir-tiny", "pretrained": None, "n_ctx": 4, "train_visual": True}

@@ -40,16 +40,16 @@ def copy_record(small_build: Path, out: Path, **changes) -> Path:
     return out
 
 
-@pytest.mark.parametrize("version", [0, 4])
+@pytest.mark.parametrize("version", [0, 5])
 def test_a_build_of_another_format_version_is_refused_naming_both(small_build, tmp_path, capsys, version):
     other = copy_record(small_build, tmp_path / "other", format_version=version)
-    with pytest.raises(shards.FormatError, match=f"format version {version}; this perceive-ir reads versions 1, 2 and 3"):
+    with pytest.raises(shards.FormatError, match=f"format version {version}; this perceive-ir reads versions 1, 2, 3 and 4"):
         shards.open_build(other)
     with pytest.raises(shards.FormatError, match=f"version {version}"):
         make_loader(other, num_workers=0)
     assert main(["inspect", str(other)]) == 2
     err = capsys.readouterr().err
-    assert f"format version {version}" in err and "reads versions 1, 2 and 3" in err and len(err.strip().splitlines()) == 1
+    assert f"format version {version}" in err and "reads versions 1, 2, 3 and 4" in err and len(err.strip().splitlines()) == 1
     # A rebuild into it is a build of another config: refused unless asked to overwrite.
     assert main(["build", "--source", "builtin", "--out", str(other), *SMALL_BUILD_ARGS]) == 2
     assert f"format_version: {version} -> {F.FORMAT_VERSION}" in capsys.readouterr().err
@@ -80,9 +80,9 @@ def test_a_shard_manifest_of_another_format_version_is_refused_in_a_url_list(sma
     copy = tmp_path / tar.name
     shutil.copy(tar, copy)
     table = pq.read_table(small_build / F.shard_manifest(str(tar.relative_to(small_build))))
-    meta = {**table.schema.metadata, F.SHARD_VERSION_KEY: b"4"}
+    meta = {**table.schema.metadata, F.SHARD_VERSION_KEY: b"5"}
     pq.write_table(table.replace_schema_metadata(meta), F.shard_manifest(str(copy)))
-    with pytest.raises(shards.FormatError, match=f"{copy}.*version 4.*versions 1, 2 and 3"):
+    with pytest.raises(shards.FormatError, match=f"{copy}.*version 5.*versions 1, 2, 3 and 4"):
         make_loader([str(copy)], split=table.column("split")[0].as_py(), num_workers=0, batch_size=1, crop=None)
 
 

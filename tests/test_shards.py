@@ -94,7 +94,9 @@ def test_manifest_agrees_with_tars_and_json(reference):
     assert list(manifest.columns) == [
         "key", "split", "type", "tier", "severity", "score", "psnr", "shard", "member",
         "width", "height", "bytes", "sha256", "source",
+        "map_mean", "map_min", "map_max", "quality_mean", "quality_min", "quality_max", "area_lq", "area_mq", "area_hq",
     ]
+    assert manifest["map_mean"].isna().all()  # built without maps
     import hashlib
 
     for shard, rows in manifest.groupby("shard"):

@@ -11,6 +11,7 @@ EXAMPLES = [
     "perceive-ir build --source files.txt --out data/cdd_shards --types low_light+rain+haze --calibration my_calibration.json",
     "perceive-ir build --source ~/photos --out /shared/shards --scheduler tcp://scheduler:8786",
     "perceive-ir build --source ~/photos --out data/paper --tiers paper   # then: train medium, render-medium",
+    "perceive-ir build --source builtin --out /tmp/maps --maps mixed   # severity and quality maps per image",
 ]
 
 
@@ -28,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiers", choices=["bands", "paper"], default="bands",
                    help="bands: hq / mq / lq are bands of measured SSIM (default); paper: Perceive-IR's hq = clean, "
                         "lq = degraded, mq = a medium restorer's output, added by `perceive-ir render-medium`")
+    p.add_argument("--maps", default="", metavar="GENERATOR",
+                   help="spatially varying severity: smooth, gradient, depth, ellipse, regions, or mixed (one drawn per "
+                        "image); stores each degraded image's severity map and measured quality map (default: off)")
+    p.add_argument("--map-contrast", type=float, default=1.0,
+                   help="with --maps, severity spans s(1 - c/2) to s(1 + c/2) around the searched s (default: 1.0)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     p.add_argument("--calibration", metavar="FILE", help="calibration.json from `perceive-ir calibrate` (default: the shipped one)")
     p.add_argument("--max-pixels", type=int, help="photos above this many pixels are rejected as decompression bombs (default: 100M)")
@@ -57,6 +63,8 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         tiers=args.tiers,
+        maps=args.maps,
+        map_contrast=args.map_contrast,
         calibration=args.calibration,
     )
 

@@ -14,6 +14,7 @@ which is tar order. The order in which URLs are given does not matter.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from collections.abc import Callable, Sequence
@@ -60,6 +61,9 @@ class Catalog:
     # per shard, where its companion of rendered mq images is read from ("" for none): a paper
     # build's mq lives beside its shards (shards.format.companion_tar), read in step with them
     shard_companions: tuple[str, ...] = ()
+    # whether the build stored severity and quality maps (`build --maps`); None for a URL list,
+    # where a sample without them is found out when it is read
+    maps: bool | None = None
 
     @property
     def samples(self) -> int:
@@ -108,7 +112,8 @@ def load_catalog(source: str | Path | Sequence[str], split: str, where: KeyFilte
             companions = {p: str(build.path(companion_tar(p))) for p in urls if companion_tar(p) in set(medium["shard"])}
         if where is not None:
             frame = frame[np.asarray(where(frame["key"]), dtype=bool)]
-        return _catalog(frame, split, urls, str(build.root), build.calibration, companions=companions)
+        catalog = _catalog(frame, split, urls, str(build.root), build.calibration, companions=companions)
+        return dataclasses.replace(catalog, maps=bool(build.config.get("maps")))
     urls = [str(u) for u in source]
     if not urls:
         raise D.UserError("the list of shard URLs is empty")

@@ -109,7 +109,7 @@ class StreamLoader:
 
     def __init__(
         self, catalog: Catalog, config: LoaderConfig, mode: Mode, rank: int, num_workers: int, pin_memory: bool, epoch: int,
-        cache_dir: str | None = None, verify: bool = True,
+        cache_dir: str | None = None, verify: bool = True, maps: bool = False,
     ) -> None:
         self.catalog, self.config, self.rank = catalog, config, rank
         self.num_workers, self.pin_memory = num_workers, pin_memory
@@ -118,7 +118,7 @@ class StreamLoader:
             config.drop_last,
         )
         check_spec(catalog, self.spec)
-        self.maker = SampleMaker(catalog, mode, config.seed, config.crop, config.augment, verify)
+        self.maker = SampleMaker(catalog, mode, config.seed, config.crop, config.augment, verify, maps)
         self.epoch, self.batches_done = _non_negative("epoch", epoch), 0
         self.skipped = 0
         self.problems: dict[str, str] = {}
@@ -319,6 +319,7 @@ def make_loader(
     drop_last: bool = True,
     verify: bool = True,
     where: KeyFilter | None = None,
+    maps: bool = False,
 ) -> StreamLoader:
     """A loader over the shards of `split` for this rank.
 
@@ -343,6 +344,10 @@ def make_loader(
         refused either way, before it is decoded.
     where: keep only the samples whose keys it selects (keys -> boolean mask):
         a cross-fold stage's training folds (`shards.fold_of`), a probe set.
+    maps: also yield the stored severity and quality maps of each degraded image (a build made
+        with `--maps`), cropped and flipped exactly like their images, as B x 1 x H x W float32 in
+        [0, 1]: `lq_sev`, `lq_qmap` (and `mq_...` in triplets mode); in tiers mode `sev` and
+        `qmap` of the image shown (an hq image: severity 0, quality 1 everywhere).
     cache_dir: remote shards are downloaded there once per machine and read
         from disk, instead of being streamed by every worker of every rank
         (local shards are read in place). Never evicted; Unix file locks.
@@ -383,10 +388,16 @@ def make_loader(
             "shipped with the engine (SSIM bands); give the build root to use the build's own",
             stacklevel=2,
         )
+    if maps and mode == "synth":
+        raise D.UserError("maps=True reads stored maps; synth mode degrades afresh and stores none: use pairs, triplets or tiers")
+    if maps and catalog.maps is False:
+        raise D.UserError(f"maps=True, but {source} was built without severity maps: rebuild it with `perceive-ir build --maps mixed`")
     made = kind.create(catalog, names)
     _check_sizes(catalog, crop, made, names)
     config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment, drop_last)
-    return StreamLoader(catalog, config, made, rank, num_workers, pin_memory, epoch, None if cache_dir is None else str(cache_dir), verify)
+    return StreamLoader(
+        catalog, config, made, rank, num_workers, pin_memory, epoch, None if cache_dir is None else str(cache_dir), verify, maps,
+    )
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -21,6 +21,7 @@ import numpy as np
 import degradations as D
 from pipeline.data.catalog import Catalog
 from pipeline.data.epoch_plan import EpochPlan
+from shards.format import MAP_KINDS
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class Pairs(Mode):
     reads = ("lq", "hq")
 
     def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
-        return {**images, **entry.labels("lq")}
+        return {**_degraded(images), **entry.labels("lq")}
 
 
 @register_mode
@@ -102,7 +103,7 @@ class Triplets(Mode):
     reads = D.TIERS
 
     def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
-        return {**images, **entry.labels("lq"), **entry.labels("mq", "_mq")}
+        return {**_degraded(images), **entry.labels("lq"), **entry.labels("mq", "_mq")}
 
 
 @register_mode
@@ -122,7 +123,13 @@ class Tiers(Mode):
 
     def make(self, entry: Entry, images: dict[str, np.ndarray], draw: int | None) -> dict[str, Any]:
         tier = D.TIERS[int(draw)]  # type: ignore[arg-type]
-        return {"image": images[tier], **entry.labels(tier), "tier": int(draw)}  # type: ignore[arg-type]
+        maps = {kind: images[f"{tier}_{kind}"] for kind in MAP_KINDS if f"{tier}_{kind}" in images}
+        return {"image": images[tier], **maps, **entry.labels(tier), "tier": int(draw)}  # type: ignore[arg-type]
+
+
+def _degraded(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The decoded images and maps without hq's maps, which are constant (severity 0, quality 1)."""
+    return {name: image for name, image in images.items() if not name.startswith("hq_")}
 
 
 @register_mode

@@ -22,6 +22,7 @@ import degradations as D
 from pipeline.data.catalog import Catalog, member_sha_prefix
 from pipeline.data.modes import Entry, Mode
 from shards import decode, image_size
+from shards.format import MAP_KINDS, map_kind
 
 
 class UnusableSample(Exception):
@@ -39,6 +40,14 @@ class SampleMaker:
     crop: int | None  # square side; None keeps the whole patch
     augment: bool  # random box and flips; False: centre box, no flips
     verify: bool = True  # members checked against the manifest's SHA-256 before decoding
+    maps: bool = False  # also the severity and quality maps of each degraded image read
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The member kinds read from the tar: the mode's, and with maps those of its degraded tiers."""
+        if not self.maps:
+            return self.mode.reads
+        return self.mode.reads + tuple(map_kind(t, k) for t in self.mode.reads if t != "hq" for k in MAP_KINDS)
 
     def make(self, sid: int, members: dict[str, bytes], epoch: int, repeat: int, draw: int | None = None) -> dict[str, Any]:
         """The batch entry of sample `sid`: key, type and the mode's fields (images may be strided views)."""
@@ -68,8 +77,30 @@ class SampleMaker:
             raise UnusableSample(f"sample {key}: tiers differ in size {sorted(shapes)}")
         window = self._window(D.rng(self.seed, epoch, "crop", key, repeat), *next(iter(shapes))[:2])
         images = {n: _cut(im, window) for n, im in decoded.items()}
+        if self.maps:
+            images.update(self._maps(key, names, members, window, next(iter(shapes))[:2]))
         entry = Entry(self.catalog, sid, key, self.catalog.type_of(sid), self.seed, epoch, repeat)
         return {"key": key, "type": entry.type, **self.mode.make(entry, images, draw)}
+
+    def _maps(self, key: str, names: tuple[str, ...], members: dict[str, bytes], window: tuple, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The severity and quality maps of the decoded tiers, H x W float32 in [0, 1], cut by `window`.
+        hq has none stored: it is clean, severity 0 and quality 1 everywhere."""
+        out = {}
+        for tier in names:
+            for kind in MAP_KINDS:
+                name = map_kind(tier, kind)
+                if tier == "hq":
+                    out[name] = np.full(window[2:4], 0.0 if kind == "sev" else 1.0, np.float32)
+                    continue
+                if name not in members:
+                    raise UnusableSample(f"sample {key} has no {name} member (was its build made with --maps?)")
+                grey = cv2.imdecode(np.frombuffer(members[name], np.uint8), cv2.IMREAD_GRAYSCALE)
+                if grey is None:
+                    raise UnusableSample(f"sample {key}: its {name} member is not a greyscale PNG")
+                if grey.shape != shape:
+                    raise UnusableSample(f"sample {key}: its {name} member is {grey.shape[1]}x{grey.shape[0]}, its image {shape[1]}x{shape[0]}")
+                out[name] = _cut(grey, window).astype(np.float32) / np.float32(255)
+        return out
 
     def _window(self, rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int, bool, bool]:
         """(y, x, height, width, flip left-right, flip up-down)."""
@@ -106,8 +137,11 @@ def collate(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """One pass per image from its (possibly flipped) H x W x 3 view into B x 3 x H x W float32."""
+    """One pass per image from its (possibly flipped) H x W x 3 view into B x 3 x H x W float32;
+    a map (H x W float32 in [0, 1]) becomes B x 1 x H x W."""
     h, w = images[0].shape[:2]
+    if images[0].ndim == 2:
+        return torch.from_numpy(np.stack(images)[:, None].astype(np.float32, copy=False))
     batch = _empty((len(images), 3, h, w))
     out = batch.numpy()
     for i, image in enumerate(images):

@@ -142,7 +142,7 @@ class BatchProducer:
         self.last_good: dict[str, Any] | None = None  # for a batch of which nothing could be read
         mine = np.concatenate([np.asarray(plan.batch(b)) for b in self.batches] or [np.empty(0, np.int64)])
         shard_type = catalog.shard_type[plan.visit_shard[plan.visit[mine]]] if len(mine) else np.empty(0, np.int64)
-        suffixes = maker.mode.reads
+        suffixes = maker.reads
         self.readers = {int(t): _TypeReader(catalog, plan, mine[shard_type == t], suffixes, self.problems, cache_dir) for t in np.unique(shard_type)}
 
     def __iter__(self) -> Iterator[dict[str, object]]:

@@ -16,16 +16,20 @@ import torch
 from torch import nn
 
 import degradations as D
+from model.restorer import ORACLE_MAPS
 from pipeline.data import StreamLoader, make_loader
 from pipeline.eval.metrics import RestorationScores, spearman
 
 
-def split_loader(source: str | Path, split: str, batch_size: int, crop: int | None, mode: str = "triplets") -> StreamLoader:
+def split_loader(
+    source: str | Path, split: str, batch_size: int, crop: int | None, mode: str = "triplets", maps: bool = False,
+) -> StreamLoader:
     """Triplet (or `mode`) batches of a whole split in a fixed order, every sample exactly once
-    whatever the batch size: one process, centre crops (None: whole patches), no flips."""
+    whatever the batch size: one process, centre crops (None: whole patches), no flips; with `maps`,
+    the stored severity and quality maps too."""
     return make_loader(
         source, split=split, mode=mode, batch_size=batch_size, crop=crop, num_workers=0,
-        rank=0, world_size=1, augment=False, drop_last=False,
+        rank=0, world_size=1, augment=False, drop_last=False, maps=maps,
     )
 
 
@@ -44,6 +48,7 @@ def evaluate_perceiver(model: nn.Module, loader: Any, limit: int = 0) -> dict[st
     device = next(model.parameters()).device
     correct = total = 0
     scores, severities = [], []
+    dense = DenseScores()
     quality = torch.linspace(0.0, 1.0, len(D.TIERS), device=device)  # the expected quality of each class
     for batch in first_batches(loader, limit):
         severity = {"lq": batch["severity"], "mq": batch["severity_mq"], "hq": torch.zeros(len(batch["hq"]))}
@@ -53,7 +58,55 @@ def evaluate_perceiver(model: nn.Module, loader: Any, limit: int = 0) -> dict[st
             total += len(logits)
             scores += (logits.softmax(dim=1) @ quality).tolist()
             severities += [-float(s) for s in severity[tier]]
-    return {"tier_accuracy": correct / max(total, 1), "srocc_quality_vs_severity": spearman(scores, severities), "n": total}
+        if getattr(model, "dense", None) is not None and "lq_qmap" in batch:
+            dense.add(model, batch, device)
+    metrics = {"tier_accuracy": correct / max(total, 1), "srocc_quality_vs_severity": spearman(scores, severities), "n": total}
+    return {**metrics, **dense.metrics()}
+
+
+class DenseScores:
+    """The dense head on a split, per pixel of every lq, mq and hq image: tier accuracy against the
+    tiers of the measured quality map, and the Pearson correlation of the predicted quality map with
+    the measured one; `flat_*` is the same correlation for the global head's score spread over the
+    image, the baseline a map must beat to say *where* an image is bad."""
+
+    def __init__(self) -> None:
+        self.correct = self.pixels = 0
+        self.predicted: list[torch.Tensor] = []
+        self.flat: list[torch.Tensor] = []
+        self.measured: list[torch.Tensor] = []
+
+    def add(self, model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> None:
+        bands = D.DEFAULT_BANDS["ssim"]
+        for tier in D.TIERS:
+            images = batch[tier].to(device)
+            measured = batch[f"{tier}_qmap"][:, 0] if tier != "hq" else torch.ones(images.shape[0], *images.shape[-2:])
+            logits, dense = model.forward_dense(images)
+            size = images.shape[-2:]
+            upsampled = torch.nn.functional.interpolate(dense, size=size, mode="bilinear", align_corners=False)
+            truth = (measured >= bands["mq"][0]).long() + (measured >= bands["hq"][0]).long()
+            self.correct += int((upsampled.argmax(dim=1).cpu() == truth).sum())
+            self.pixels += truth.numel()
+            self.predicted.append(model.quality_map(images).cpu().flatten())
+            score = logits.softmax(dim=1) @ model.tier_quality
+            self.flat.append(score[:, None].expand(-1, size[0] * size[1]).cpu().flatten())
+            self.measured.append(measured.flatten())
+
+    def metrics(self) -> dict[str, float]:
+        if not self.pixels:
+            return {}
+        measured = torch.cat(self.measured)
+        return {
+            "dense_pixel_accuracy": self.correct / self.pixels,
+            "dense_quality_corr": _pearson(torch.cat(self.predicted), measured),
+            "flat_quality_corr": _pearson(torch.cat(self.flat), measured),
+        }
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    denominator = float(a.norm() * b.norm())
+    return float((a @ b) / denominator) if denominator > 0 else 0.0
 
 
 @torch.no_grad()
@@ -61,10 +114,12 @@ def evaluate_restorer(model: nn.Module, loader: Any, limit: int = 0) -> list[dic
     """PSNR / SSIM per type and tier of restored mq and lq inputs (triplet batches) against hq."""
     device = next(model.parameters()).device
     scores = RestorationScores()
+    oracle = ORACLE_MAPS.get(getattr(model, "map_guidance", None))
     for batch in first_batches(loader, limit):
         hq = batch["hq"].to(device)
         for tier in reversed(D.DEGRADED_TIERS):
             if tier in batch:
                 degraded = batch[tier].to(device)
-                scores.add(model(degraded), degraded, hq, batch["type"], tier)
+                given = {"quality_map": batch[f"{tier}_{oracle}"].to(device)} if oracle else {}
+                scores.add(model(degraded, **given), degraded, hq, batch["type"], tier)
     return scores.table()

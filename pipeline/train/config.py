@@ -88,7 +88,7 @@ def resolve(
 
 PROVIDER_PATH_ARGS = ("perceiver", "cfe", "checkpoint")  # ClearAIR provider arguments that name local files
 PATH_KEYS = (  # settings that name local files
-    ("data", "source"), ("data", "provider_cache"), ("run", "out"), ("loss", "perceiver"),
+    ("data", "source"), ("data", "provider_cache"), ("run", "out"), ("loss", "perceiver"), ("model", "map_perceiver"),
     *(("model", "clearair", f"{kind}_kwargs", arg) for kind in ("quality", "regions", "task") for arg in PROVIDER_PATH_ARGS),
 )
 

@@ -21,12 +21,14 @@ def make_loaders(stage: Stage, config: Mapping[str, Any], rank: int, world_size:
     train = make_loader(
         data["source"], split=data["split"], mode=data.get("mode") or stage.mode, batch_size=data["batch_size"], crop=data["crop"],
         types=data["types"], seed=seed, num_workers=data["num_workers"], rank=rank, world_size=world_size,
-        where=stage.where(config),
+        where=stage.where(config), maps=bool(data.get("maps")),
     )
     val = None
     if rank == 0 and data["val_split"]:
         try:
-            val = split_loader(data["source"], data["val_split"], data["batch_size"], data["crop"], stage.validation_mode(config))
+            val = split_loader(
+                data["source"], data["val_split"], data["batch_size"], data["crop"], stage.validation_mode(config), maps=bool(data.get("maps")),
+            )
         except D.UserError as err:
             raise D.UserError(f"validation split: {err} (data.val_split=null trains without validation)") from err
     return train, val

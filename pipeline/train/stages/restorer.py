@@ -17,6 +17,7 @@ from torch import nn
 import degradations as D
 import shards
 from model import ClearAIR, Restorer
+from model.restorer import ORACLE_MAPS
 from model.losses import (
     DifficultyAdaptivePerceptualLoss,
     InfoNCE,
@@ -83,6 +84,9 @@ class RestorerTask:
         self.infonce = InfoNCE(loss_cfg["temperature"]) if self.model.trains_code and self.weights.contrastive else None
         self.internal = InternalClueLoss(loss_cfg["internal_gamma"]) if self.weights.internal else None
         self.clearair = isinstance(self.model, ClearAIR)
+        self.oracle = ORACLE_MAPS.get(getattr(self.model, "map_guidance", None))  # the stored map kind an oracle restorer reads
+        if self.oracle and not data.get("maps"):
+            raise D.UserError(f"model.map_guidance={self.model.map_guidance} reads the stored maps: set data.maps=true (a build made with --maps)")
         self.cache = provider_cache(data.get("provider_cache"), config["model"], self.model)
         if self.cache is not None:
             self.cache.check_build(data["source"])
@@ -133,6 +137,9 @@ class RestorerTask:
         y, x = (int(torch.randint(0, n + 1, (1,), generator=rng)) for n in (h - ch, w - cw))
         positive = degraded[..., y : y + ch, x : x + cw] if self.infonce else None
         given: dict[str, Any] = {"rng": rng} if self.clearair else {}  # ClearAIR's mask dropout draws from the step's generator
+        if self.oracle:
+            lq_map = batch[f"lq_{self.oracle}"]
+            given["quality_map"] = torch.where(pick_mq, batch[f"mq_{self.oracle}"], lq_map) if self.mq_inputs else lq_map
         if self.cache is not None:  # ClearAIR's provider outputs, computed once by `perceive-ir precompute`
             tiers = ["mq" if p else "lq" for p in pick_mq.flatten().tolist()] if self.mq_inputs else ["lq"] * len(lq)
             given.update(self.cache.given(batch["key"], tiers, lq.device))
@@ -179,7 +186,8 @@ class RestorerTask:
         batch = next(iter(first_batches(self.val_loader, 1)))
         device = next(model.parameters()).device
         lq, hq = batch["lq"][:n].to(device), batch["hq"][:n].to(device)
-        return torch.cat([lq, model(lq).clamp(0, 1), hq], dim=-1).cpu()
+        given = {"quality_map": batch[f"lq_{self.oracle}"][:n].to(device)} if self.oracle else {}
+        return torch.cat([lq, model(lq, **given).clamp(0, 1), hq], dim=-1).cpu()
 
 
 def provider_cache(folder: str | None, model_config: Mapping[str, Any], model: nn.Module) -> ProviderCache | None:
