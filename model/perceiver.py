@@ -46,7 +46,9 @@ class QualityPerceiver(nn.Module):
         dense_head: also predict per-patch tier logits (`dense_logits`, `quality_map`): the image
             tower's spatial features (ViT patch tokens or a ResNet feature map), layer-normed and
             projected by a learned 1x1 convolution into CLIP's embedding space, compared with the same
-            three tier prompts. The global head is unchanged.
+            three tier prompts, and added, through a learned gain that starts at 0, to the image's
+            global logits: a patch starts from its image's tier and learns how it differs. The global
+            head is unchanged.
         dense_block: which of the tower's blocks the dense head reads (-1: the last; on a ResNet an
             earlier block gives a finer grid: -2 halves the stride).
     """
@@ -96,6 +98,7 @@ class QualityPerceiver(nn.Module):
             with torch.no_grad():  # the widths of this tower's block and of CLIP's joint embedding
                 pooled, spatial = self._spatial(torch.zeros(1, 3, *self.image_size))
             self.dense = nn.Sequential(nn.GroupNorm(1, spatial.shape[1]), nn.Conv2d(spatial.shape[1], pooled.shape[1], 1))
+            self.dense_gain = nn.Parameter(torch.zeros(()))
         self.train()
 
     @property
@@ -163,7 +166,9 @@ class QualityPerceiver(nn.Module):
         prompts = self.prompt_features()
         scale = self.clip.logit_scale.exp()
         patches = F.normalize(self.dense(spatial), dim=1)
-        return scale * F.normalize(pooled, dim=-1) @ prompts.T, scale * torch.einsum("bchw,kc->bkhw", patches, prompts)
+        logits = scale * F.normalize(pooled, dim=-1) @ prompts.T
+        local = scale * torch.einsum("bchw,kc->bkhw", patches, prompts)
+        return logits, logits[:, :, None, None] + self.dense_gain * local
 
     def dense_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Per-patch tier logits (B, 3, h, w) on the image tower's grid."""
@@ -185,7 +190,7 @@ class QualityPerceiver(nn.Module):
         state = self.state_dict()
         if self.config["pretrained"] is None:
             return state
-        prefixes = ("ctx", "dense.", "clip.visual.") if self.train_visual else ("ctx", "dense.")
+        prefixes = ("ctx", "dense", "clip.visual.") if self.train_visual else ("ctx", "dense")
         return {name: tensor for name, tensor in state.items() if name.startswith(prefixes)}
 
     def save(self, path: str | Path) -> None:

@@ -110,6 +110,14 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         return None  # decode() then says what is wrong
 
 
+def decode_map(data: bytes) -> np.ndarray:
+    """A stored severity or quality map (8-bit greyscale PNG) as H x W float32 in [0, 1]; ValueError if it is not one."""
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise ValueError("not a greyscale PNG map")
+    return grey.astype(np.float32) / np.float32(255)
+
+
 def decode(data: bytes, *, view: bool = False) -> np.ndarray:
     """Encoded bytes of any of these codecs -> uint8 RGB (OpenCV: the fastest PNG decoder at hand).
 

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import degradations as D
-from shards.codec import decode
-from shards.format import MEDIUM_KIND, Build, open_build, record_member
+from shards.codec import decode, decode_map
+from shards.format import MAP_KINDS, MEDIUM_KIND, Build, map_kind, open_build, record_member
 
 
 def read_samples(out: str | Path | Build, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     """{key: {"hq": image, "mq": image, "lq": image, "json": record}} for the given keys of a finished
-    build. A paper-scheme build has mq once it is rendered: then record["mq"] is its KEY.medium.json
+    build; with maps (`build --maps`), also "mq_sev", "mq_qmap", "lq_sev", "lq_qmap" (H x W float32). A paper-scheme build has mq once it is rendered: then record["mq"] is its KEY.medium.json
     with the input's severity; before, the sample has no mq."""
     build = out if isinstance(out, Build) else open_build(out)
     columns = ["key", "tier", "severity", "shard", "member"]
@@ -42,7 +42,11 @@ def read_samples(out: str | Path | Build, keys: Sequence[str]) -> dict[str, dict
                         medium = json.loads(_member(tar, f"{row['key']}.{MEDIUM_KIND}.json"))
                         samples[row["key"]]["medium"] = {**medium, "severity": row["severity"], "tier": "mq"}
                 for key in {r["key"] for r in in_shard if r["tier"] != "mq" or build.tiers == "bands"}:
-                    samples[key]["json"] = json.loads(_member(tar, record_member(key)))
+                    record = samples[key]["json"] = json.loads(_member(tar, record_member(key)))
+                    for tier in D.DEGRADED_TIERS:  # a build made with --maps: each degraded image's maps
+                        for kind in MAP_KINDS:
+                            if kind in record.get(tier, {}):
+                                samples[key][map_kind(tier, kind)] = decode_map(_member(tar, record[tier][kind]))
         except (OSError, tarfile.TarError, ValueError) as err:  # ValueError: an undecodable member or JSON
             raise D.UserError(f"shard {build.path(shard)} is damaged: {err}") from None
     for sample in samples.values():

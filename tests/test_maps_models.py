@@ -28,10 +28,14 @@ def test_the_dense_head_maps_quality_per_pixel_and_keeps_the_global_head():
     logits, dense = perceiver.forward_dense(images)
     assert dense.shape == (2, 3, 8, 8)  # block -3 of the tiny ResNet: an 8 x 8 grid at its 64 px input
     assert torch.allclose(logits, perceiver(images), atol=1e-5)  # one pass, the same global logits
+    # Untrained, every patch has its image's tier: the local term enters through a gain that starts at 0.
+    assert torch.allclose(dense, logits[:, :, None, None].expand_as(dense))
+    with torch.no_grad():
+        perceiver.dense_gain.fill_(1.0)
     quality = perceiver.quality_map(images)
     assert quality.shape == (2, 48, 40) and quality.min() >= 0 and quality.max() <= 1
-    # Each pixel's quality is its patch's expected tier quality: a map that varies, not a constant.
-    assert quality.std() > 0
+    # Each pixel's quality is its patch's expected tier quality: a map that varies within an image.
+    assert quality[0].std() > 0
 
 
 def test_a_dense_perceiver_saves_and_loads(tmp_path):

@@ -22,6 +22,7 @@ import degradations as D
 from pipeline.data.catalog import Catalog, member_sha_prefix
 from pipeline.data.modes import Entry, Mode
 from shards import decode, image_size
+from shards.codec import decode_map
 from shards.format import MAP_KINDS, map_kind
 
 
@@ -94,12 +95,13 @@ class SampleMaker:
                     continue
                 if name not in members:
                     raise UnusableSample(f"sample {key} has no {name} member (was its build made with --maps?)")
-                grey = cv2.imdecode(np.frombuffer(members[name], np.uint8), cv2.IMREAD_GRAYSCALE)
-                if grey is None:
-                    raise UnusableSample(f"sample {key}: its {name} member is not a greyscale PNG")
-                if grey.shape != shape:
-                    raise UnusableSample(f"sample {key}: its {name} member is {grey.shape[1]}x{grey.shape[0]}, its image {shape[1]}x{shape[0]}")
-                out[name] = _cut(grey, window).astype(np.float32) / np.float32(255)
+                try:
+                    values = decode_map(members[name])
+                except ValueError as err:
+                    raise UnusableSample(f"sample {key}: its {name} member: {err}") from None
+                if values.shape != shape:
+                    raise UnusableSample(f"sample {key}: its {name} member is {values.shape[1]}x{values.shape[0]}, its image {shape[1]}x{shape[0]}")
+                out[name] = _cut(values, window)
         return out
 
     def _window(self, rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int, bool, bool]:

@@ -23,6 +23,12 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(image[y : y + side, x : x + side]), (size, size), interpolation=cv2.INTER_AREA)
 
 
+def colour_map(values: np.ndarray) -> np.ndarray:
+    """An H x W map in [0, 1] as an RGB picture (viridis: dark blue 0, yellow 1)."""
+    grey = np.clip(np.rint(values * 255), 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(grey, cv2.COLORMAP_VIRIDIS)[:, :, ::-1]
+
+
 def tile(image: np.ndarray, lines: Sequence[str], size: int) -> np.ndarray:
     """An RGB tile: the image fitted to `size`, with text lines on a dark band below."""
     band = np.full((_LINE * max(1, len(lines)) + 4, size, 3), 24, np.uint8)

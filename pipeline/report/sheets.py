@@ -10,18 +10,26 @@ import numpy as np
 import degradations as D
 import shards
 from pipeline.eval.realism import RealismReport
-from pipeline.report.contact_sheet import grid, save_png, tile
+from pipeline.report.contact_sheet import colour_map, grid, save_png, tile
 
 
-def severity_sheet(image: np.ndarray, types: Sequence[str], severities: Sequence[float], seed: int = 0, size: int = 192) -> np.ndarray:
-    """Rows = types, columns = severities; each tile labelled with severity, SSIM and tier."""
+def severity_sheet(
+    image: np.ndarray, types: Sequence[str], severities: Sequence[float], seed: int = 0, size: int = 192, severity_map: str | None = None,
+) -> np.ndarray:
+    """Rows = types, columns = severities; each tile labelled with severity, SSIM and tier. With
+    `severity_map` (a generator name), severity varies over the image from 0 to s, and each row
+    ends with the severity map and the measured quality map of its strongest severity."""
     rows = []
     for name in types:
         row = []
         for s in severities:
-            out, _ = D.degrade(image, name, s, seed=seed)
+            level = {"map": severity_map, "lo": 0.0, "hi": s} if severity_map else s
+            out, recipe = D.degrade(image, name, level, seed=seed)
             score = D.ssim(image, out)
-            row.append(tile(out, [f"s={s:.2f} ssim={score:.2f} {D.tier_of(score)}"], size))
+            row.append(tile(out, [f"s={'0-' if severity_map else ''}{s:.2f} ssim={score:.2f} {D.tier_of(score)}"], size))
+        if severity_map:
+            row.append(tile(colour_map(D.severity_map_of(image, recipe.steps[0])), [f"severity map ({severity_map})"], size))
+            row.append(tile(colour_map(D.ssim_map(image, out)), ["quality map (local SSIM)"], size))
         rows.append(row)
     return grid(rows, row_labels=list(types))
 
@@ -29,7 +37,8 @@ def severity_sheet(image: np.ndarray, types: Sequence[str], severities: Sequence
 def build_sheet(
     out: str | Path, types: Sequence[str] | None = None, split: str | None = None, samples: int = 3, size: int = 192
 ) -> np.ndarray:
-    """Rows = types; per sample three tiles, hq / mq / lq, labelled with tier, severity and score."""
+    """Rows = types; per sample three tiles, hq / mq / lq, labelled with tier, severity and score
+    (and, for a build made with --maps, each degraded image's severity and quality maps beside it)."""
     if samples < 1:
         raise D.UserError("--samples must be at least 1")
     build = shards.open_build(out)
@@ -59,6 +68,9 @@ def build_sheet(
                     continue
                 r = record[tier]
                 row.append(tile(images[key][tier], [f"{tier} s={r['severity']:.2f} {metric}={r['score']:.2f}"], size))
+                if f"{tier}_sev" in images[key]:  # a build made with --maps: the maps beside their image
+                    row.append(tile(colour_map(images[key][f"{tier}_sev"]), [f"{tier} severity map"], size))
+                    row.append(tile(colour_map(images[key][f"{tier}_qmap"]), [f"{tier} quality map"], size))
         grid_rows.append(row)
     return grid(grid_rows, row_labels=list(types))
 

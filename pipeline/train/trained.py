@@ -13,6 +13,7 @@ from pipeline.eval.all_in_one import TABLE, evaluate_methods, model_method, mode
 from pipeline.eval.benchmarks import benchmark_tasks
 from pipeline.eval.shards import split_loader
 from pipeline.train.stages import get_stage
+from shards import open_build
 
 
 def evaluate_trained(
@@ -35,7 +36,8 @@ def evaluate_trained(
     if not benches and shards is None:
         raise D.UserError("give --bench NAME=DIR (repeatable) and/or --shards DIR")
     tasks = benchmark_tasks(benches) if benches else []
-    loader = split_loader(shards, split, batch_size, crop) if shards is not None else None
+    # A build made with --maps is read with its maps: a dense perceiver is scored per pixel, an oracle-guided restorer gets its map.
+    loader = split_loader(shards, split, batch_size, crop, maps=_has_maps(shards)) if shards is not None else None
     models = {name: spec.load_trained(path, device) for name, path in zip(method_names(checkpoints), checkpoints)}
     if tasks:
         methods = {name: model_method(model, device) for name, model in models.items()}
@@ -48,6 +50,10 @@ def evaluate_trained(
             else:
                 yield f"shards_{split}", [{"method": name, **row} for name, model in models.items()
                                           for row in spec.evaluate(model, loader, max_batches)]
+
+
+def _has_maps(source: str | Path) -> bool:
+    return Path(source).is_dir() and bool(open_build(source).config.get("maps"))
 
 
 def method_names(checkpoints: Sequence[str | Path]) -> list[str]:
