@@ -28,7 +28,10 @@ Generators:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -193,9 +196,38 @@ def render(spec: Mapping[str, Any], image: np.ndarray, arrays: np.ndarray | None
         if hashlib.sha256(values.tobytes()).hexdigest() != spec["sha256"]:
             raise UserError("the severity map given is not the one the recipe recorded (SHA-256 differs)")
         return values
-    field = GENERATORS[spec["map"]][1](spec, image)
+    field = _cached_field(spec, image)
     lo, hi = np.float32(spec["lo"]), np.float32(spec["hi"])
     return np.clip(lo + (hi - lo) * field, 0.0, 1.0).astype(np.float32)
+
+
+_FIELDS: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_FIELDS_KEPT = 8
+_FIELDS_LOCK = threading.Lock()
+
+
+def _cached_field(spec: Mapping[str, Any], image: np.ndarray) -> np.ndarray:
+    """The generator's [0, 1] field for this spec and image, from a small cache of recent ones.
+
+    The shard builder's tier search degrades one patch at several severities: the spec differs only
+    in lo and hi, and the field (a SLIC segmentation for regions, which costs more than the type
+    itself) is the same. Keyed by the other parameters and a hash of the image's bytes; the field
+    is read only, so a hit returns exactly what a fresh render would.
+    """
+    params = json.dumps({k: v for k, v in spec.items() if k not in _COMMON}, sort_keys=True)
+    key = (params, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest() + str(image.shape))
+    with _FIELDS_LOCK:
+        field = _FIELDS.get(key)
+        if field is not None:
+            _FIELDS.move_to_end(key)
+            return field
+    field = GENERATORS[spec["map"]][1](spec, image)
+    field.flags.writeable = False
+    with _FIELDS_LOCK:
+        _FIELDS[key] = field
+        while len(_FIELDS) > _FIELDS_KEPT:
+            _FIELDS.popitem(last=False)
+    return field
 
 
 def map_stats(values: np.ndarray) -> dict[str, float]:

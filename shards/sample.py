@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 import degradations as D
+from degradations.severity_maps import resolve_spec
+from shards.config import MAP_CHOICES
 from shards.sources import BadImage
 
 _DIGITS = 6  # stored severities and scores are rounded to this many decimals
@@ -71,16 +73,17 @@ class Scorer:
     def severity_arg(self, severity: float, key: str, tier: str) -> float | dict[str, Any]:
         """What D.degrade gets for a searched severity: the number, or with maps a map spec that
         varies around it (from s (1 - c/2) to s (1 + c/2), clipped to 1), so a larger s still
-        degrades more and the tier search works unchanged."""
+        degrades more and the tier search works unchanged. The map's shape (generator, parameters,
+        seed) is drawn once per sample and tier: the search's tries differ only in its range."""
         if not self.maps:
             return severity
+        draws = D.rng(self.seed, key, tier, "map")
         generator = self.maps
         if generator == "mixed":
-            from shards.config import MAP_CHOICES
-
-            generator = MAP_CHOICES[int(D.rng(self.seed, key, tier, "map").integers(len(MAP_CHOICES)))]
+            generator = MAP_CHOICES[int(draws.integers(len(MAP_CHOICES)))]
+        spec = resolve_spec(generator, draws, D.derive_seed(self.seed, key, tier, "map"))
         half = self.map_contrast / 2
-        return {"map": generator, "lo": round(severity * (1 - half), _DIGITS), "hi": round(min(1.0, severity * (1 + half)), _DIGITS)}
+        return {**spec, "lo": round(severity * (1 - half), _DIGITS), "hi": round(min(1.0, severity * (1 + half)), _DIGITS)}
 
     def span(self, type_name: str) -> tuple[float, float]:
         """The severities the paper scheme draws lq from: from where the type's mean score leaves hq

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import shards
 from pipeline.train import get_stage
 
@@ -42,3 +44,16 @@ def stage_config(stage: str, out: Path, steps: int = 4, **run: Any) -> dict[str,
     cfg["optim"].update(steps=steps, warmup_steps=2, lr=3e-3)
     cfg["run"].update({"out": str(out), "checkpoint_every": 1000, "log_every": 1, "bf16": False, **run})
     return cfg
+
+
+def find_window(image: np.ndarray, crop: np.ndarray) -> tuple[int, int, bool, bool] | None:
+    """(y, x, flip left-right, flip up-down) of the window of `image` that, flipped so, is `crop`; None if none is."""
+    h, w = crop.shape[:2]
+    for flip_lr in (False, True):
+        for flip_ud in (False, True):
+            c = crop[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
+            for y in range(image.shape[0] - h + 1):
+                for x in range(image.shape[1] - w + 1):
+                    if np.array_equal(image[y : y + h, x : x + w], c):
+                        return y, x, flip_lr, flip_ud
+    return None

@@ -47,3 +47,14 @@ def test_the_clearair_demo_trains_clearair_guided_by_the_demos_perceiver(tmp_pat
     assert config["model"]["arch"] == "clearair" and config["loss"]["internal"] == 0.25
     assert config["model"]["clearair"]["quality_kwargs"]["perceiver"] == str(out / "perceiver" / "perceiver.safetensors")
     assert "ClearAIR restorer" in (out / "report.md").read_text()
+
+
+def test_the_maps_demo_trains_the_dense_head_and_draws_its_maps(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--maps", "-o", str(out), "--steps", "10", "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "severity and quality maps" in printed and "per-pixel tier accuracy" in printed
+    assert (out / "quality_maps.png").stat().st_size > 0 and (out / "shards_preview.png").stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "randomly initialised" in report and "per-pixel tier accuracy" in report
+    assert json.loads((out / "shards" / "dataset.json").read_text())["config"]["maps"] == "mixed"

@@ -21,6 +21,7 @@ import torch
 import degradations as D
 import shards.format as F
 from degradations.tiers import TypeCurve
+from helpers import find_window
 from pipeline import ShardProblemWarning, make_loader
 from pipeline.data.tar_stream import CacheError
 from shards.files import shard_writer
@@ -234,18 +235,6 @@ def test_crops_and_flips_aligned_across_tiers(build):
                 assert batch["severity_mq"][i].item() == pytest.approx(severity_of(key, "mq"), abs=1e-6)
                 assert batch["type"][i] == key.split("-")[0]
     assert len(boxes) > 10 and len(flips) == 4
-
-
-def find_window(image: np.ndarray, crop: np.ndarray) -> tuple[int, int, bool, bool] | None:
-    h, w = crop.shape[:2]
-    for flip_lr in (False, True):
-        for flip_ud in (False, True):
-            c = crop[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
-            for y in range(image.shape[0] - h + 1):
-                for x in range(image.shape[1] - w + 1):
-                    if np.array_equal(image[y : y + h, x : x + w], c):
-                        return y, x, flip_lr, flip_ud
-    return None
 
 
 def test_tiers_mode_balanced_labels_match_images(build):

@@ -13,6 +13,7 @@ import pytest
 
 import degradations as D
 import shards
+from helpers import find_window
 from pipeline.data.loader import make_loader
 
 
@@ -54,6 +55,16 @@ def test_every_degraded_image_stores_its_maps_and_they_are_what_the_recipe_and_s
     assert len(generators) >= 3  # mixed draws several generators
 
 
+def test_a_maps_build_is_the_same_bytes_with_two_workers(maps_build, tmp_path):
+    from helpers import MAPS_BUILD
+
+    shards.build("builtin", tmp_path, MAPS_BUILD, workers=2, progress=False)
+    ours = sorted(p.relative_to(tmp_path) for p in tmp_path.glob("*/*/shard-*"))
+    assert ours == sorted(p.relative_to(maps_build) for p in maps_build.glob("*/*/shard-*"))
+    for path in ours:
+        assert (tmp_path / path).read_bytes() == (maps_build / path).read_bytes(), path
+
+
 def test_a_build_without_maps_has_none(small_build):
     record = json.loads((small_build / "dataset.json").read_text())
     assert "maps" not in record["config"]
@@ -79,7 +90,7 @@ def test_the_loader_cuts_and_flips_maps_exactly_like_their_images(maps_build, mo
                 assert (sev == 0).all() and (qmap == 1).all()
                 continue
             full = shards.decode(members[tier])
-            window = _find_window(full, image)
+            window = find_window(full, image)
             assert window is not None, key
             flipped += window[2] or window[3]
             for kind, got in (("sev", sev), ("qmap", qmap)):
@@ -92,18 +103,6 @@ def _cut(image: np.ndarray, window: tuple[int, int, bool, bool], side: int) -> n
     y, x, lr, ud = window
     view = image[y : y + side, x : x + side]
     return view[::-1 if ud else 1, ::-1 if lr else 1]
-
-
-def _find_window(full: np.ndarray, crop: np.ndarray) -> tuple[int, int, bool, bool] | None:
-    side = crop.shape[0]
-    for lr in (False, True):
-        for ud in (False, True):
-            target = crop[::-1 if ud else 1, ::-1 if lr else 1]
-            for y in range(full.shape[0] - side + 1):
-                for x in range(full.shape[1] - side + 1):
-                    if np.array_equal(full[y : y + side, x : x + side], target):
-                        return y, x, lr, ud
-    return None
 
 
 def test_a_gradient_map_keeps_its_direction_through_a_flip(tmp_path):

@@ -66,6 +66,8 @@ def tier_scheme(source: Any) -> str:
 class RestorerTask:
     """Restore lq toward hq, with mq as medium-quality negatives and the perceiver as a judge."""
 
+    oracle: str | None = None  # the stored map kind an oracle map-guided restorer reads ("qmap", "sev")
+
     def __init__(self, config: Mapping[str, Any], val_loader: Any | None, device: torch.device) -> None:
         loss_cfg, data = config["loss"], config["data"]
         self.model = build_restorer(config["model"])
