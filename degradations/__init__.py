@@ -39,12 +39,22 @@ from degradations.tiers import (
     tier_of,
 )
 
+
+
+def degrade_batch(images, name, severity, seeds, device=None):  # noqa: ANN001, ANN201 (typed in degradations.torch_engine)
+    """The built-in types as batched torch operations on any device; see degradations.torch_engine.
+    Imported on first use: the NumPy engine does not need torch."""
+    from degradations.torch_engine import degrade_batch as batched
+
+    return batched(images, name, severity, seeds, device)
+
+
 __all__ = [
     "BUILTIN_PHOTOS", "CANONICAL_ORDER", "MAP_GENERATORS", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "DEGRADED_TIERS", "ENGINE_VERSION", "SCORE_MIN_SIDE", "TIERS",
     "Calibration", "Composite", "Degradation", "InputNotFound", "NotWritable", "OutputExists", "Recipe", "SSIMReference",
     "Step", "UserError",
     "as_rgb_uint8", "available", "builtin_photo", "builtin_photos", "calibrate", "canonical_name", "check_tier",
-    "default_calibration", "degrade", "derive_seed", "get", "lerp", "load_calibration", "map_stats", "psnr", "quality_reference", "register",
+    "default_calibration", "degrade", "degrade_batch", "derive_seed", "get", "lerp", "load_calibration", "map_stats", "psnr", "quality_reference", "register",
     "render_severity_map", "replay", "require_choice", "require_range", "rng", "severity_at", "severity_map_of",
     "severity_range", "ssim", "ssim_map", "tier_areas", "tier_map", "tier_of",
 ]

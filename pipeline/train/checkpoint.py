@@ -105,5 +105,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]
     verify(path)
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as err:  # a truncated zip, a foreign file
+    # A truncated zip, a foreign file; random bytes read as a legacy pickle can also fail inside the
+    # weights-only unpickler with a KeyError or IndexError (a memo or stack it never filled).
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, pickle.UnpicklingError) as err:
         raise CheckpointDamaged(f"{path} does not load as a checkpoint ({type(err).__name__}: {str(err)[:200]})") from None
