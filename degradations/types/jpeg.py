@@ -13,6 +13,9 @@ from degradations.errors import UserError
 from degradations.registry import register
 
 
+_DECODE_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
+
+
 @register
 class Jpeg(Degradation):
     """Encode and decode with libjpeg (through OpenCV, as albumentations' ImageCompression
@@ -31,9 +34,13 @@ class Jpeg(Degradation):
         return {"quality": int(round(95 - 94 * severity))}
 
     def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
-        # cvtColor, not a [..., ::-1] view: OpenCV would copy the view slowly.
+        # libjpeg reads BGR: cvtColor, not a [..., ::-1] view, which OpenCV would copy slowly. (Encoding
+        # the RGB array as it is would be a pass less, as albumentations does, and would convert the
+        # wrong channels to luma and chroma.) Decoding gives RGB directly where OpenCV can.
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(params["quality"])])
         if not ok:
             raise RuntimeError("JPEG encoding failed")
+        if _DECODE_RGB is not None:
+            return cv2.imdecode(data, _DECODE_RGB)
         return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -10,17 +10,17 @@ import numpy as np
 
 from degradations.base import Degradation, ParamLevels, lerp, require_range
 from degradations.errors import UserError
-from degradations.kernels import correlate, line_kernel, particle_seeds, screen
+from degradations.kernels import draw_streaks, particle_positions, screen
 from degradations.registry import register
 
 
 def streak_layer(
     rng: np.random.Generator, shape: tuple[int, int], *, density: float | np.ndarray, length: float, angle: float, width: int,
-    blur: float,
+    blur: float, brightness: float = 1.0,
 ) -> np.ndarray:
-    """Sparse seeds convolved with a streak kernel and softened: one rain layer, float32, peak about 1."""
-    seeds = particle_seeds(rng, shape, density)
-    layer = correlate(seeds, line_kernel(length, angle, width), cv2.BORDER_CONSTANT)
+    """Streaks drawn at sparse seeds (at `brightness` times their intensity) and softened: one rain layer, float32."""
+    rows, cols, intensity = particle_positions(rng, shape, density)
+    layer = draw_streaks(shape, rows, cols, intensity * np.float32(brightness), length, angle, width)
     if blur > 0:
         layer = cv2.GaussianBlur(layer, (0, 0), sigmaX=blur)
     return layer
@@ -78,14 +78,19 @@ class Rain(Degradation):
 
     @staticmethod
     def _layer(shape: tuple[int, int], params: Mapping[str, Any], density: Any, brightness: Any, rng: np.random.Generator) -> np.ndarray:
+        # A scalar brightness scales the streaks as they are drawn; a map (per region) multiplies the layer.
+        scalar = not isinstance(brightness, np.ndarray)
+        near, far = (float(brightness), 0.6 * float(brightness)) if scalar else (1.0, 0.6)
         layer = streak_layer(
-            rng, shape, density=density, length=params["length"], angle=params["angle"], width=params["width"], blur=params["blur"],
+            rng, shape, density=density, length=params["length"], angle=params["angle"], width=params["width"],
+            blur=params["blur"], brightness=near,
         )
-        layer *= brightness
         if params["layers"] == 2:
-            far = streak_layer(
+            distant = streak_layer(
                 rng, shape, density=density, length=params["length"] / 2, angle=params["angle"], width=1, blur=params["blur"],
+                brightness=far,
             )
-            far *= 0.6 * brightness  # a Python float for a scalar brightness: the bytes of before
-            layer = np.maximum(layer, far)
+            np.maximum(layer, distant, out=layer)
+        if not scalar:
+            layer *= brightness
         return layer
