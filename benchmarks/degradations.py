@@ -6,8 +6,9 @@ Prints images/s for every type at 256x256 and 512x512 (severity 0.6, fresh
 seed per call), then for each pair of (our type, closest imagecorruptions
 corruption at severity 3) the images/s of both at 512x512 and the ratio
 ours / theirs, and the median ratio; the same against albumentations' nearest
-transform (the library a researcher would otherwise pick). Both sides are timed
-interleaved in one process, so machine noise hits them alike. imagecorruptions is optional
+transform (the library a researcher would otherwise pick), at 256x256 and 512x512, with
+a profile line per type saying where its time goes (the functions that take most of it,
+by cProfile). Both sides are timed interleaved in one process, so machine noise hits them alike. imagecorruptions is optional
 (`make bench` installs it); its fog and glass_blur fail on NumPy 2 /
 scikit-image 0.26 and are reported as such.
 """
@@ -93,11 +94,11 @@ def albumentations_pairs() -> list[tuple[str, dict | None, Callable[[], object],
         ("blur", {"kind": "gaussian"}, lambda: A.GaussianBlur(sigma_limit=(_blur_size("gaussian"),) * 2, blur_limit=0, p=1),
          "Gaussian blur, same sigma"),
         ("blur", {"kind": "defocus"}, lambda: A.Defocus(radius=(int(_blur_size("defocus")),) * 2, alias_blur=(0.1, 0.1), p=1),
-         "defocus disk, same radius (ours anti-aliased)"),
+         "defocus disk, same radius (ours anti-aliased rim)"),
         ("blur", {"kind": "motion"}, lambda: A.MotionBlur(blur_limit=(motion, motion), p=1),
          f"motion blur {motion} px (ours a camera-shake trajectory, theirs a line)"),
         ("haze", None, lambda: A.RandomFog(fog_coef_range=(0.6, 0.6), p=1), "haze (ours: scattering model on a depth proxy)"),
-        ("rain", None, lambda: A.RandomRain(p=1), "rain streaks (ours blurred, anti-aliased layers)"),
+        ("rain", None, lambda: A.RandomRain(p=1), "rain streaks (ours: 1-2 blurred layers, streak brightness drawn per particle, screen blend)"),
         ("snow", None, lambda: A.RandomSnow(p=1), "snow"),
         ("jpeg", None, lambda: A.ImageCompression(quality_range=(30, 30), p=1), "JPEG at a fixed quality"),
         ("low_light", None, lambda: A.Compose([A.RandomGamma(gamma_limit=(250, 250), p=1), A.ISONoise(p=1)]),
@@ -150,16 +151,45 @@ def main() -> None:
     except ImportError:
         print("\nalbumentations not installed: no comparison with it")
         return
-    print(f"\nvs albumentations {albumentations.__version__}, 512x512")
-    print(f"{'ours':<28} {'img/s':>8}   {'albumentations img/s':>21} {'ratio':>7}   what both do")
-    ratios = []
-    for name, variant, make, alike in albumentations_pairs():
+    for size in (256, 512):
+        image = photo(size)
+        print(f"\nvs albumentations {albumentations.__version__}, {size}x{size}")
+        print(f"{'ours':<28} {'img/s':>8}   {'albumentations img/s':>21} {'ratio':>7}   what both do")
+        ratios = []
+        for name, variant, make, alike in albumentations_pairs():
+            label = name + (f" ({next(iter(variant.values()))})" if variant else "")
+            transform = make()
+            r_ours, r_theirs = rate([ours(name, variant, image), lambda i, t=transform: t(image=image)["image"]], args.repeats)
+            ratios.append(r_ours / r_theirs)
+            print(f"{label:<28} {r_ours:>8.1f}   {r_theirs:>21.1f} {r_ours / r_theirs:>6.2f}x   {alike}")
+        print(f"median ratio ours/albumentations at {size}: {statistics.median(ratios):.2f}x over {len(ratios)} pairs (target >= 1.5 at 512)")
+    print("\nwhere the time goes, 512x512 (share of each type's time, by cProfile; C calls count in their caller)")
+    image = photo(512)
+    for name, variant, _, _ in albumentations_pairs():
         label = name + (f" ({next(iter(variant.values()))})" if variant else "")
-        transform = make()
-        r_ours, r_theirs = rate([ours(name, variant, image), lambda i, t=transform: t(image=image)["image"]], args.repeats)
-        ratios.append(r_ours / r_theirs)
-        print(f"{label:<28} {r_ours:>8.1f}   {r_theirs:>21.1f} {r_ours / r_theirs:>6.2f}x   {alike}")
-    print(f"median ratio ours/albumentations: {statistics.median(ratios):.2f}x over {len(ratios)} pairs (target >= 1.5)")
+        print(f"{label:<28} {profile_line(ours(name, variant, image), 10)}")
+
+
+def profile_line(fn: Callable[[int], np.ndarray], calls: int, top: int = 4) -> str:
+    """The `top` functions by own time over `calls` calls, with their share: `GaussianBlur 41%, ...`."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(calls):
+        fn(i)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return ", ".join(f"{_function_name(key)} {own / stats.total_tt:.0%}" for key, (_, _, own, _, _) in rows)
+
+
+def _function_name(key: tuple[str, int, str]) -> str:
+    name = key[2]
+    if name.startswith("<"):  # a C function: <built-in method cv2.filter2D>, <method 'take' of ...>
+        name = name.strip("<>").replace("built-in method ", "").replace("method ", "").split(" of ")[0].strip("'")
+    return name
 
 
 if __name__ == "__main__":

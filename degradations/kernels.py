@@ -1,7 +1,8 @@
 """Convolution kernels and particle layers shared by the blur, rain and snow types.
 
-Kernels are drawn with OpenCV's anti-aliased primitives (cv2.line,
-cv2.circle) so their shape is exact to a sub-pixel and identical on every run.
+Kernels are drawn with OpenCV's primitives (cv2.line, cv2.circle) at 1/16-pixel precision, so
+they are identical on every run. OpenCV anti-aliases only 8-bit images: the defocus disk is drawn
+on one, so its rim is anti-aliased; streaks are one-pixel lines (rain softens its layers with a blur).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _normalised(kernel: np.ndarray) -> np.ndarray:
 
 
 def line_kernel(length: float, angle: float, width: int = 1) -> np.ndarray:
-    """A straight streak `length` px long at `angle` degrees from vertical; peak 1, not normalised."""
+    """A straight streak `length` px long at `angle` degrees from vertical; peak 1, not normalised.
+    A one-pixel line (`width` thick): OpenCV does not anti-alias a float32 canvas."""
     size = _odd(length + 2 * width + 1)
     kernel = np.zeros((size, size), np.float32)
     c = (size - 1) / 2
@@ -45,11 +47,13 @@ def line_kernel(length: float, angle: float, width: int = 1) -> np.ndarray:
 def disk_kernel(radius: float) -> np.ndarray:
     """Defocus: a uniform disk of `radius` px with anti-aliased rim, sum 1."""
     size = _odd(2 * radius + 3)
-    kernel = np.zeros((size, size), np.float32)
+    # 8-bit, because OpenCV's LINE_AA anti-aliases 8-bit images only (on float32 it drew a hard rim
+    # until engine version 3).
+    canvas = np.zeros((size, size), np.uint8)
     c = (size - 1) / 2
     scale = 1 << _SUBPIXEL
-    cv2.circle(kernel, (round(c * scale), round(c * scale)), max(1, round(radius * scale)), 1.0, -1, cv2.LINE_AA, _SUBPIXEL)
-    return _normalised(kernel)
+    cv2.circle(canvas, (round(c * scale), round(c * scale)), max(1, round(radius * scale)), 255, -1, cv2.LINE_AA, _SUBPIXEL)
+    return _normalised(canvas.astype(np.float32))
 
 
 def trajectory_kernel(

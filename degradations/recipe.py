@@ -28,7 +28,8 @@ from degradations.seeds import derive_seed, rng, seed_sequence
 # Bump when a type's output bytes change for the same recipe.
 # 2: blur and rain kernels larger than 11x11 applied through an FFT. 3: particles drawn by count and
 # position, rain streaks rasterised and summed, the screen blend in 8-bit steps, Gaussian blur by
-# sepFilter2D, large blur kernels by cv2.filter2D (issue 17's speed-ups; the statistics are kept).
+# sepFilter2D, large blur kernels by cv2.filter2D (issue 17's speed-ups; the statistics are kept); the
+# defocus disk's rim anti-aliased as documented (OpenCV had drawn it hard on a float canvas).
 ENGINE_VERSION = "3"
 
 
