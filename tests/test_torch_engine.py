@@ -135,3 +135,38 @@ def test_plugin_types_are_named_as_numpy_only(photos, monkeypatch):
     monkeypatch.setitem(registry._REGISTRY, "sepia", Sepia)  # registered for this test only
     with pytest.raises(D.UserError, match="NumPy engine"):
         D.degrade_batch(_batch(photos[:1]), "sepia", 0.5, [1])
+
+
+def test_batch_score_is_the_engines_ssim_and_psnr(photos):
+    from pipeline.data.modes import batch_score
+
+    clean = photos[:4]
+    degraded = [D.degrade(p, "noise", 0.4, seed=i)[0] for i, p in enumerate(clean)]
+    x, y = (_batch(images).float() / 255 for images in (clean, degraded))
+    ssim = batch_score("ssim", x, y)
+    psnr = batch_score("psnr", x, y)
+    for n in range(4):
+        assert float(ssim[n]) == pytest.approx(D.ssim(clean[n], degraded[n]), abs=1e-4)
+        assert float(psnr[n]) == pytest.approx(D.psnr(clean[n], degraded[n]), abs=1e-3)
+
+
+def test_synth_on_the_device_degrades_after_collation_as_the_workers_would(small_build):
+    from pipeline.data.loader import make_loader
+
+    kwargs = dict(split="train", mode="synth", batch_size=6, crop=64, num_workers=0, seed=4)
+    on_device = make_loader(small_build, synth_device=True, **kwargs)
+    in_workers = make_loader(small_build, **kwargs)
+    raw = next(iter(on_device))
+    assert "lq" not in raw and raw["synth_seed"].dtype == torch.int64
+    batch = on_device.finish(raw, torch.device("cpu"))
+    reference = next(iter(in_workers))
+    assert batch["key"] == reference["key"] and torch.equal(batch["severity"], reference["severity"])  # the same draws
+    for n, name in enumerate(batch["type"]):
+        again, _ = D.degrade_batch(batch["hq"][n : n + 1], name, float(batch["severity"][n]), [int(raw["synth_seed"][n])])
+        assert torch.equal(batch["lq"][n], again[0])  # a sample's synthesis does not depend on its batch
+        bands = D.default_calibration().bands_for(name)
+        assert int(batch["tier"][n]) == D.TIERS.index(D.tier_of(float(batch["score"][n]), "ssim", bands))
+    twice = on_device.finish(next(iter(make_loader(small_build, synth_device=True, **kwargs))), torch.device("cpu"))
+    assert torch.equal(twice["lq"], batch["lq"])  # the same batch for a seed and device
+    with pytest.raises(D.UserError, match="synth mode"):
+        make_loader(small_build, split="train", mode="pairs", batch_size=2, crop=32, num_workers=0, synth_device=True)

@@ -16,6 +16,8 @@ uninterrupted one would have yielded.
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import functools
 import os
@@ -128,6 +130,12 @@ class StreamLoader:
 
     def __len__(self) -> int:
         return batches_per_epoch(self.catalog, self.spec)
+
+    def finish(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """The batch made whole on `device`: degraded there in synth mode with synth_device=True
+        (see make_loader), as it is otherwise."""
+        mode = self.maker.mode
+        return mode.finish(batch, device) if getattr(mode, "on_device", False) else batch
 
     def set_epoch(self, epoch: int) -> None:
         """Start `epoch` from its first batch; the current epoch keeps its position (so a restored loader resumes)."""
@@ -320,6 +328,7 @@ def make_loader(
     verify: bool = True,
     where: KeyFilter | None = None,
     maps: bool = False,
+    synth_device: bool = False,
 ) -> StreamLoader:
     """A loader over the shards of `split` for this rank.
 
@@ -344,6 +353,10 @@ def make_loader(
         refused either way, before it is decoded.
     where: keep only the samples whose keys it selects (keys -> boolean mask):
         a cross-fold stage's training folds (`shards.fold_of`), a probe set.
+    synth_device: synth mode only: the workers draw each entry's severity and seed, and
+        `loader.finish(batch, device)` degrades the collated batch on the training step's device
+        with the batched torch engine (D.degrade_batch), then scores and grades it there; the
+        training loop calls it. The same batch for a given seed and device.
     maps: also yield the stored severity and quality maps of each degraded image (a build made
         with `--maps`), cropped and flipped exactly like their images, as B x 1 x H x W float32 in
         [0, 1]: `lq_sev`, `lq_qmap` (and `mq_...` in triplets mode); in tiers mode `sev` and
@@ -393,6 +406,10 @@ def make_loader(
     if maps and catalog.maps is False:
         raise D.UserError(f"maps=True, but {source} was built without severity maps: rebuild it with `perceive-ir build --maps mixed`")
     made = kind.create(catalog, names)
+    if synth_device:
+        if mode != "synth":
+            raise D.UserError(f"synth_device=True degrades on the device in synth mode; mode {mode!r} reads stored images")
+        made = dataclasses.replace(made, on_device=True)
     _check_sizes(catalog, crop, made, names)
     config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment, drop_last)
     return StreamLoader(

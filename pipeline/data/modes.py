@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 import degradations as D
 from pipeline.data.catalog import Catalog
@@ -137,7 +138,12 @@ def _degraded(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class Synth(Mode):
     """The clean image degraded afresh into lq: a degraded tier drawn, a severity drawn in its
     calibrated range, the result scored and graded with the build's metric and bands, so
-    synthetic tiers mean what stored ones do."""
+    synthetic tiers mean what stored ones do.
+
+    With `on_device` (make_loader(..., synth_device=True)) the workers only draw: an entry holds hq,
+    its severity and `synth_seed`, and `finish` degrades the collated batch with the batched torch
+    engine on the training step's device, then scores and grades it there.
+    """
 
     name: ClassVar[str] = "synth"
     reads: ClassVar[tuple[str, ...]] = ("hq",)
@@ -145,6 +151,7 @@ class Synth(Mode):
     ranges: dict[str, tuple[tuple[str, float, float], ...]]  # type -> (tier, lo, hi) to draw from
     metric: str
     bands: dict[str, dict[str, tuple[float, float]]]  # type -> tier -> score band
+    on_device: bool = False
 
     @classmethod
     def create(cls, catalog: Catalog, types: Sequence[str]) -> Synth:
@@ -168,8 +175,59 @@ class Synth(Mode):
         severity = float(rng.uniform(lo, hi))
         clean = np.ascontiguousarray(images["hq"])
         seed = D.derive_seed(entry.seed, entry.epoch, "synth", entry.key, entry.repeat)
+        if self.on_device:
+            return {"hq": clean, "severity": severity, "synth_seed": seed}
         degraded, _ = D.degrade(clean, entry.type, severity, seed=seed)
         score = D.quality_reference(self.metric, clean)(degraded)
         tier = D.tier_of(score, self.metric, self.bands[entry.type])
         return {"lq": degraded, "hq": clean, "severity": severity, "score": score, "tier": D.TIERS.index(tier)}
+
+    def finish(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """An on-device batch made whole: lq degraded from hq by D.degrade_batch on `device` (one call
+        per type in the batch), scored against hq and graded into `tier` as `make` does."""
+        hq = batch["hq"].to(device)
+        lq = torch.empty_like(hq)
+        score = torch.empty(len(hq), device=device)
+        tier = torch.empty(len(hq), dtype=torch.int64, device=device)
+        seeds = batch["synth_seed"].tolist()
+        severity = batch["severity"].tolist()
+        for name in sorted(set(batch["type"])):
+            index = [n for n, t in enumerate(batch["type"]) if t == name]
+            degraded, _ = D.degrade_batch(hq[index], name, [severity[n] for n in index], [seeds[n] for n in index])
+            lq[index] = degraded
+            score[index] = batch_score(self.metric, hq[index], degraded)
+            bands = self.bands[name]
+            tier[index] = (score[index] >= bands["mq"][0]).long() + (score[index] >= bands["hq"][0]).long()
+        return {**batch, "hq": hq, "lq": lq, "score": score, "tier": tier}
+
+
+def batch_score(metric: str, clean: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
+    """The build's metric per image of float batches in [0, 1]: SSIM as D.ssim computes it (an 11-tap
+    Gaussian window, sigma 1.5, on the 0-255 scale, the border left out of the mean), or PSNR."""
+    x, y = clean * 255, degraded * 255
+    if metric == "psnr":
+        mse = ((x - y) ** 2).mean(dim=(1, 2, 3))
+        return torch.where(mse > 0, 10 * torch.log10(255.0**2 / mse.clamp_min(1e-12)), torch.full_like(mse, float("inf")))
+    taps = torch.exp(-((torch.arange(11, device=x.device, dtype=x.dtype) - 5) ** 2) / (2 * 1.5**2))
+    taps = taps / taps.sum()
+
+    def blur(a: torch.Tensor) -> torch.Tensor:  # separable, mirrored borders as cv2's BORDER_REFLECT
+        channels = a.shape[1]
+        a = torch.nn.functional.pad(a, (5, 5, 5, 5), mode="replicate") if min(a.shape[-2:]) <= 5 else _reflect(a, 5)
+        a = torch.nn.functional.conv2d(a, taps.view(1, 1, 1, -1).expand(channels, 1, 1, 11), groups=channels)
+        return torch.nn.functional.conv2d(a, taps.view(1, 1, -1, 1).expand(channels, 1, 11, 1), groups=channels)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    local = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return local[..., 5:-5, 5:-5].mean(dim=(1, 2, 3)).clamp(max=1.0)
+
+
+def _reflect(a: torch.Tensor, pad: int) -> torch.Tensor:
+    """OpenCV's BORDER_REFLECT (edge pixel repeated: abc|cba), which torch's "reflect" (abc|ba) is not."""
+    left, right = a[..., :pad].flip(-1), a[..., -pad:].flip(-1)
+    a = torch.cat([left, a, right], dim=-1)
+    top, bottom = a[..., :pad, :].flip(-2), a[..., -pad:, :].flip(-2)
+    return torch.cat([top, a, bottom], dim=-2)
 

@@ -21,7 +21,7 @@ def make_loaders(stage: Stage, config: Mapping[str, Any], rank: int, world_size:
     train = make_loader(
         data["source"], split=data["split"], mode=data.get("mode") or stage.mode, batch_size=data["batch_size"], crop=data["crop"],
         types=data["types"], seed=seed, num_workers=data["num_workers"], rank=rank, world_size=world_size,
-        where=stage.where(config), maps=bool(data.get("maps")),
+        where=stage.where(config), maps=bool(data.get("maps")), synth_device=bool(data.get("synth_device")),
     )
     val = None
     if rank == 0 and data["val_split"]:

@@ -259,6 +259,9 @@ class _Run:
         for micro in range(self.accum):
             t0 = time.perf_counter()
             batch = _move(stream.next(), env.device)
+            finish = getattr(stream.loader, "finish", None)
+            if finish is not None:  # synth mode on the device: the batch is degraded here, after collation
+                batch = finish(batch, env.device)
             t1 = time.perf_counter()
             sync = micro == self.accum - 1 or env.world_size == 1
             rng = torch.Generator().manual_seed(derive_seed(int(self.config["seed"]), "step", env.rank, self.step, micro))
