@@ -50,8 +50,10 @@ def degrade_batch(
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise UserError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
     b = images.shape[0]
+    if isinstance(severity, torch.Tensor):  # a batch's own tensors of severities and seeds are welcome too
+        severity = severity.tolist()
     severities = [severity] * b if isinstance(severity, (int, float)) else list(severity)
-    seeds = list(seeds)
+    seeds = seeds.tolist() if isinstance(seeds, torch.Tensor) else list(seeds)
     if len(severities) != b or len(seeds) != b:
         raise UserError(f"give one severity and one seed per image: {b} images, {len(severities)} severities, {len(seeds)} seeds")
     severities = [_check_severity(s) for s in severities]
