@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import degradations as D
+from degradations.torch_engine import tier_index
 from helpers import TINY_NAFNET, TINY_PERCEIVER, stage_config
 from model import QualityPerceiver, Restorer
 from pipeline.eval.shards import _pearson, evaluate_perceiver, split_loader
@@ -102,8 +103,7 @@ def test_dense_evaluation_scores_a_perfect_map_above_a_flat_one(maps_build):
 
         def forward_dense(self, images):
             q = self._maps(images)[:, None]
-            bands = D.DEFAULT_BANDS["ssim"]
-            tiers = (q >= bands["mq"][0]).long() + (q >= bands["hq"][0]).long()
+            tiers = tier_index(q, D.DEFAULT_BANDS["ssim"])
             return self(images), torch.nn.functional.one_hot(tiers[:, 0], 3).permute(0, 3, 1, 2).float() * 10
 
     metrics = evaluate_perceiver(Oracle(), loader)

@@ -138,7 +138,7 @@ def test_plugin_types_are_named_as_numpy_only(photos, monkeypatch):
 
 
 def test_batch_score_is_the_engines_ssim_and_psnr(photos):
-    from pipeline.data.modes import batch_score
+    from degradations.torch_engine import batch_score
 
     clean = photos[:4]
     degraded = [D.degrade(p, "noise", 0.4, seed=i)[0] for i, p in enumerate(clean)]

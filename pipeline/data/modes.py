@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import degradations as D
+from degradations.torch_engine import batch_score, tier_index
 from pipeline.data.catalog import Catalog
 from pipeline.data.epoch_plan import EpochPlan
 from shards.format import MAP_KINDS
@@ -196,38 +197,6 @@ class Synth(Mode):
             degraded, _ = D.degrade_batch(hq[index], name, [severity[n] for n in index], [seeds[n] for n in index])
             lq[index] = degraded
             score[index] = batch_score(self.metric, hq[index], degraded)
-            bands = self.bands[name]
-            tier[index] = (score[index] >= bands["mq"][0]).long() + (score[index] >= bands["hq"][0]).long()
+            tier[index] = tier_index(score[index], self.bands[name])
         return {**batch, "hq": hq, "lq": lq, "score": score, "tier": tier}
-
-
-def batch_score(metric: str, clean: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
-    """The build's metric per image of float batches in [0, 1]: SSIM as D.ssim computes it (an 11-tap
-    Gaussian window, sigma 1.5, on the 0-255 scale, the border left out of the mean), or PSNR."""
-    x, y = clean * 255, degraded * 255
-    if metric == "psnr":
-        mse = ((x - y) ** 2).mean(dim=(1, 2, 3))
-        return torch.where(mse > 0, 10 * torch.log10(255.0**2 / mse.clamp_min(1e-12)), torch.full_like(mse, float("inf")))
-    taps = torch.exp(-((torch.arange(11, device=x.device, dtype=x.dtype) - 5) ** 2) / (2 * 1.5**2))
-    taps = taps / taps.sum()
-
-    def blur(a: torch.Tensor) -> torch.Tensor:  # separable, mirrored borders as cv2's BORDER_REFLECT
-        channels = a.shape[1]
-        a = torch.nn.functional.pad(a, (5, 5, 5, 5), mode="replicate") if min(a.shape[-2:]) <= 5 else _reflect(a, 5)
-        a = torch.nn.functional.conv2d(a, taps.view(1, 1, 1, -1).expand(channels, 1, 1, 11), groups=channels)
-        return torch.nn.functional.conv2d(a, taps.view(1, 1, -1, 1).expand(channels, 1, 11, 1), groups=channels)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    local = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return local[..., 5:-5, 5:-5].mean(dim=(1, 2, 3)).clamp(max=1.0)
-
-
-def _reflect(a: torch.Tensor, pad: int) -> torch.Tensor:
-    """OpenCV's BORDER_REFLECT (edge pixel repeated: abc|cba), which torch's "reflect" (abc|ba) is not."""
-    left, right = a[..., :pad].flip(-1), a[..., -pad:].flip(-1)
-    a = torch.cat([left, a, right], dim=-1)
-    top, bottom = a[..., :pad, :].flip(-2), a[..., -pad:, :].flip(-2)
-    return torch.cat([top, a, bottom], dim=-2)
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import degradations as D
+from degradations.torch_engine import tier_index
 from model.restorer import ORACLE_MAPS
 from pipeline.data import StreamLoader, make_loader
 from pipeline.eval.metrics import RestorationScores, spearman
@@ -77,14 +78,13 @@ class DenseScores:
         self.measured: list[torch.Tensor] = []
 
     def add(self, model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> None:
-        bands = D.DEFAULT_BANDS["ssim"]
         for tier in D.TIERS:
             images = batch[tier].to(device)
             measured = batch[f"{tier}_qmap"][:, 0] if tier != "hq" else torch.ones(images.shape[0], *images.shape[-2:])
             logits, dense = model.forward_dense(images)
             size = images.shape[-2:]
             upsampled = torch.nn.functional.interpolate(dense, size=size, mode="bilinear", align_corners=False)
-            truth = (measured >= bands["mq"][0]).long() + (measured >= bands["hq"][0]).long()
+            truth = tier_index(measured, D.DEFAULT_BANDS["ssim"])
             self.correct += int((upsampled.argmax(dim=1).cpu() == truth).sum())
             self.pixels += truth.numel()
             self.predicted.append(model.quality_map(images).cpu().flatten())

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import degradations as D
+from degradations.torch_engine import tier_index
 from model import QualityPerceiver
 from pipeline.eval.shards import evaluate_perceiver
 from pipeline.train.stages import Stage, build_model, register_stage
@@ -62,9 +63,7 @@ class PerceiverTask:
 def patch_tiers(quality: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """The tier (0 lq, 1 mq, 2 hq) of each cell of `grid`: the measured quality map (B, 1, H, W)
     averaged over the cell, graded by the SSIM bands as a whole image's score is."""
-    bands = D.DEFAULT_BANDS["ssim"]
-    pooled = F.adaptive_avg_pool2d(quality, grid)[:, 0]
-    return (pooled >= bands["mq"][0]).long() + (pooled >= bands["hq"][0]).long()
+    return tier_index(F.adaptive_avg_pool2d(quality, grid)[:, 0], D.DEFAULT_BANDS["ssim"])
 
 
 @register_stage
