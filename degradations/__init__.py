@@ -5,6 +5,11 @@
     assert (D.replay(image, recipe) == noisy).all()
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from degradations import types as _types  # noqa: F401  (registers the built-in types)
 from degradations.base import Degradation, lerp, require_choice, require_range
 from degradations.calibration import DEFAULT_SEVERITIES, calibrate, severity_at
@@ -41,13 +46,19 @@ from degradations.tiers import (
 
 
 
-def degrade_batch(images, name, severity, seeds, device=None):  # noqa: ANN001, ANN201 (typed in degradations.torch_engine)
+def degrade_batch(
+    images: torch.Tensor, name: str, severity: float | Sequence[float], seeds: Sequence[int],
+    device: str | torch.device | None = None,
+) -> tuple[torch.Tensor, list[Recipe]]:
     """The built-in types as batched torch operations on any device; see degradations.torch_engine.
     Imported on first use: the NumPy engine does not need torch."""
     from degradations.torch_engine import degrade_batch as batched
 
     return batched(images, name, severity, seeds, device)
 
+
+if TYPE_CHECKING:  # torch only for the annotations: importing degradations does not import torch
+    import torch
 
 __all__ = [
     "BUILTIN_PHOTOS", "CANONICAL_ORDER", "MAP_GENERATORS", "DEFAULT_BANDS", "DEFAULT_SEVERITIES", "DEGRADED_TIERS", "ENGINE_VERSION", "SCORE_MIN_SIDE", "TIERS",

@@ -170,3 +170,8 @@ def test_synth_on_the_device_degrades_after_collation_as_the_workers_would(small
     assert torch.equal(twice["lq"], batch["lq"])  # the same batch for a seed and device
     with pytest.raises(D.UserError, match="synth mode"):
         make_loader(small_build, split="train", mode="pairs", batch_size=2, crop=32, num_workers=0, synth_device=True)
+
+
+def test_the_numpy_engine_does_not_import_torch():
+    code = "import sys, degradations as D; D.degrade(D.builtin_photo('coffee')[:64, :64], 'rain', 0.5); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
