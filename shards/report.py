@@ -95,6 +95,23 @@ class Report:
         lines.append(f"  every error, with its reason: {self.out / ERRORS}")
         return "\n".join(lines)
 
+    def maps_text(self) -> str:
+        """A build made with --maps: per type and degraded tier, the mean over images of the severity
+        map's range, of the measured quality, and of the share of pixels in each tier."""
+        config = self.build.config
+        columns = ["type", "tier", "map_min", "map_max", "quality_mean", "area_lq", "area_mq", "area_hq"]
+        frame = self.build.manifest(columns).to_pandas().dropna(subset=["map_min"])
+        width = max([len(t) for t in self.build.types] + [4])
+        lines = [f"maps: {config['maps']} (contrast {config.get('map_contrast', 1.0):g}); means over images of each type and tier:",
+                 f"  {'type':<{width}} tier  severity map  quality  pixel areas lq / mq / hq"]
+        for (type_name, tier), rows in frame.groupby(["type", "tier"], sort=True):
+            mean = rows.mean(numeric_only=True)
+            lines.append(
+                f"  {type_name:<{width}} {tier:<4}  {mean['map_min']:.2f} - {mean['map_max']:.2f}    {mean['quality_mean']:.3f}"
+                f"    {mean['area_lq']:.2f} / {mean['area_mq']:.2f} / {mean['area_hq']:.2f}"
+            )
+        return "\n".join(lines)
+
     def histograms_text(self, by_type: bool = False) -> str:
         metric = self.build.calibration.metric
         groups = [("all types", self.manifest)]
@@ -116,6 +133,8 @@ class Report:
             f"patch {config['patch'] or 'whole image'}, seed {config['seed']}"
         )
         parts = [head, self.counts_text(), self.errors_text(max_errors)]
+        if config.get("maps"):
+            parts.append(self.maps_text())
         if histograms and len(self.manifest):
             parts.append(self.histograms_text(by_type))
         return "\n\n".join(parts)

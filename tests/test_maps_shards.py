@@ -70,6 +70,7 @@ def test_a_build_without_maps_has_none(small_build):
     assert "maps" not in record["config"]
     assert pq.read_table(small_build / "manifest.parquet", columns=["map_mean"]).column(0).null_count > 0
     assert not any("_sev" in m for m in record["layout"]["members"])
+    assert "maps:" not in shards.inspect(small_build).text(histograms=False)
     with pytest.raises(D.UserError, match="built without severity maps"):
         make_loader(small_build, "train", "pairs", batch_size=2, crop=32, num_workers=0, maps=True)
 
@@ -121,3 +122,13 @@ def test_a_gradient_map_keeps_its_direction_through_a_flip(tmp_path):
     # image through every crop and flip (a map flipped on its own would decorrelate).
     correlation = np.corrcoef(np.concatenate(severity), np.concatenate(residual))[0, 1]
     assert correlation > 0.3
+
+
+def test_inspect_summarises_the_maps_per_type_and_tier(maps_build):
+    text = shards.inspect(maps_build).text(histograms=False)
+    block = text.split("maps: mixed (contrast 1)")[1].splitlines()
+    rows = [line.split() for line in block[2:] if line.strip()]
+    assert {(r[0], r[1]) for r in rows} == {(t, tier) for t in ("haze", "noise", "rain") for tier in ("lq", "mq")}
+    for row in rows:  # severity range lo - hi, quality, and areas that sum to 1
+        lo, hi, quality, areas = float(row[2]), float(row[4]), float(row[5]), [float(row[i]) for i in (6, 8, 10)]
+        assert lo <= hi and 0 <= quality <= 1 and sum(areas) == pytest.approx(1.0, abs=0.02)
