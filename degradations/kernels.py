@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-import scipy.fft
 
 _SUBPIXEL = 4  # cv2 drawing shift: coordinates in 1/16 pixel
 
@@ -110,8 +109,8 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Convolve a uint8 RGB image with a normalised 2-D kernel (mirrored borders).
 
     cv2.filter2D on the 8-bit image whatever the kernel's size: for kernels of 11 x 11 and more it
-    works through its own DFT, and on 8-bit input that measured as fast as or faster than our float
-    FFT of the interleaved image (`correlate`), without the conversions (engine version 3). The
+    works through its own DFT, and on 8-bit input that measured as fast as or faster than the float
+    FFT (scipy) of the padded image that engine version 2 used, without the conversions. The
     kernel's all-zero rows and columns are cropped, its anchor kept where its centre was: a
     camera-shake kernel is often a long thin path in a square, and its work shrinks with it.
     """
@@ -122,32 +121,6 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     if not (0 <= anchor[0] < tight.shape[1] and 0 <= anchor[1] < tight.shape[0]):
         tight, anchor = kernel, (-1, -1)  # the centre outside the path's box: filter2D wants its anchor inside
     return cv2.filter2D(image, -1, tight, anchor=anchor, borderType=cv2.BORDER_REFLECT_101)
-
-
-# Kernels up to this many taps are applied directly by cv2.filter2D; larger ones through one FFT.
-_DIRECT_MAX = 11 * 11
-
-
-def correlate(image: np.ndarray, kernel: np.ndarray, border: int) -> np.ndarray:
-    """float32 H x W (x C) `image` correlated with `kernel`, its anchor at the centre, borders
-    extended by OpenCV's `border` mode: what cv2.filter2D computes, to float rounding.
-
-    Small kernels go to cv2.filter2D. Large ones (blur and streak kernels span 13-60 px) go through
-    one real FFT of the whole padded image (scipy's pocketfft, in float32): 2-4x faster here than
-    cv2.filter2D, whose DFT path works tile by tile (benchmarks/degradations.py times the types).
-    """
-    if kernel.size <= _DIRECT_MAX:
-        return cv2.filter2D(image, cv2.CV_32F, kernel, borderType=border)
-    kh, kw = kernel.shape
-    top, left = kh // 2, kw // 2
-    padded = cv2.copyMakeBorder(image, top, kh - 1 - top, left, kw - 1 - left, border)
-    shape = (scipy.fft.next_fast_len(padded.shape[0], real=True), scipy.fft.next_fast_len(padded.shape[1], real=True))
-    spectrum = scipy.fft.rfft2(padded, shape, axes=(0, 1))
-    taps = scipy.fft.rfft2(np.ascontiguousarray(kernel[::-1, ::-1], dtype=np.float32), shape)  # correlation
-    spectrum *= taps if spectrum.ndim == 2 else taps[:, :, None]
-    full = scipy.fft.irfft2(spectrum, shape, axes=(0, 1))
-    h, w = image.shape[:2]
-    return np.ascontiguousarray(full[kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w])
 
 
 def particle_positions(
@@ -217,17 +190,6 @@ def draw_streaks(
     weights = np.repeat(intensity, len(off_x)).reshape(xs.shape)
     layer = np.bincount((ys * w + xs)[inside], weights=weights[inside], minlength=h * w)
     return layer.astype(np.float32).reshape(h, w)
-    scale = 1 << _SUBPIXEL
-    dx = 0.5 * length * math.sin(math.radians(angle))
-    dy = 0.5 * length * math.cos(math.radians(angle))
-    centres = np.stack([cols, rows], axis=1).astype(np.float64)
-    ends = np.stack([centres - (dx, dy), centres + (dx, dy)], axis=1)
-    segments = np.rint(ends * scale).astype(np.int32)  # (n, 2 points, xy) in 1/16 px
-    levels = np.minimum((intensity - 0.5) * (2 * _STREAK_LEVELS), _STREAK_LEVELS - 1).astype(np.int64)
-    for level in np.unique(levels):
-        colour = 0.5 + (level + 0.5) / (2 * _STREAK_LEVELS)
-        cv2.polylines(layer, list(segments[levels == level]), False, float(colour), int(width), cv2.LINE_AA, _SUBPIXEL)
-    return layer
 
 
 def blend(image: np.ndarray, colour: tuple[int, int, int], weight: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from degradations.errors import UserError
-from degradations.kernels import disk_kernel, line_kernel, trajectory_kernel
+from degradations.kernels import line_kernel
 from degradations.recipe import Recipe, Step, _check_seed, _check_severity, _components, _jsonable, _streams
 from degradations.registry import get
 from degradations.seeds import derive_seed
