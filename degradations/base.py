@@ -9,7 +9,7 @@ regenerates. So a recipe is a few numbers, never a pixel array.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -131,12 +131,11 @@ def fork(rng: np.random.Generator) -> np.random.Generator:
 
 def blend_levels(
     kind: Degradation, image: np.ndarray, levels: ParamLevels, severity_map: np.ndarray, rng: np.random.Generator,
-    indices: Sequence[int] | None = None,
 ) -> np.ndarray:
     """The generic map: `kind` applied at each level the map touches, blended by hat weights."""
     position = severity_map * np.float32(len(levels.severities) - 1)
     out = np.zeros(image.shape, np.float32)
-    for k in indices if indices is not None else range(len(levels.severities)):
+    for k in range(len(levels.severities)):
         weight = np.clip(1.0 - np.abs(position - np.float32(k)), 0.0, 1.0)
         if not weight.any():
             continue  # a level no pixel is near: not computed

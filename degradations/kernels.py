@@ -43,6 +43,12 @@ def line_kernel(length: float, angle: float, width: int = 1) -> np.ndarray:
     return kernel
 
 
+def gaussian_taps(sigma: float, float_image: bool = False) -> np.ndarray:
+    """The 1-D Gaussian (a column, sum 1) cv2.GaussianBlur takes for `sigma`: 6 sigma + 1 taps on
+    8-bit images, 8 sigma + 1 on float ones."""
+    return cv2.getGaussianKernel(int(round(sigma * (8 if float_image else 6) + 1)) | 1, sigma)
+
+
 def disk_kernel(radius: float) -> np.ndarray:
     """Defocus: a uniform disk of `radius` px with anti-aliased rim, sum 1."""
     size = _odd(2 * radius + 3)
@@ -213,8 +219,8 @@ def _flat(shape: tuple[int, int], colour: tuple[int, int, int]) -> np.ndarray:
 
 
 def screen(image: np.ndarray, layer: np.ndarray) -> np.ndarray:
-    """Screen blend of uint8 RGB with a single-channel float32 light layer, clipped to [0, 1] in
-    place (callers pass a layer they made for it): 255 - (255 - J)(1 - L), which is J + (255 - J) L.
+    """Screen blend of uint8 RGB with a single-channel float32 light layer, clipped to [0, 1]:
+    255 - (255 - J)(1 - L), which is J + (255 - J) L.
 
     In 8-bit steps, five OpenCV passes: the layer rounded to 1/255 (an error of at most half a grey
     level), spread to three channels, times the headroom 255 - J, added. A float blend

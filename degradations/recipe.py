@@ -211,12 +211,17 @@ def degrade(
             levels = [_jsonable(comp.params(fork(params_rng), s)) for s in MAP_LEVELS]
             step = Step(comp.name, spec, levels)
         else:
-            level = _check_severity(level)
-            step = Step(comp.name, level, _jsonable(comp.params(params_rng, level)))
+            step = scalar_step(comp, params_rng, _check_severity(level))
         out = _apply_step(comp, out, step, apply_rng, severity_map)
         steps.append(step)
     same = len({repr(s.severity) for s in steps}) == 1
     return out, Recipe(kind.name, steps[0].severity if same else None, seed, tuple(steps))
+
+
+def scalar_step(kind: Degradation, params_rng: np.random.Generator, severity: float) -> Step:
+    """The step of one component at a checked scalar severity, its params drawn from the component's
+    params generator: what `degrade` records, and the batched torch engine too."""
+    return Step(kind.name, severity, _jsonable(kind.params(params_rng, severity)))
 
 
 def _map_of(severity: Any, image: np.ndarray, seed: int) -> tuple[dict[str, Any], np.ndarray]:

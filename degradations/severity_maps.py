@@ -129,13 +129,6 @@ def _regions(spec: Mapping[str, Any], image: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), sigmaX=feather) if feather > 0 else mask
 
 
-def _array(spec: Mapping[str, Any], image: np.ndarray) -> np.ndarray:
-    raise UserError(
-        "this recipe's severity map is a caller's array (sha256 "
-        f"{str(spec.get('sha256', ''))[:12]}...): pass it again, replay(image, recipe, arrays={{type: array}})"
-    )
-
-
 GENERATORS: dict[str, tuple[Callable[[np.random.Generator], dict[str, Any]], Callable[..., np.ndarray]]] = {
     "smooth": (_draw_smooth, _smooth),
     "gradient": (_draw_gradient, _gradient),
@@ -191,9 +184,12 @@ def render(spec: Mapping[str, Any], image: np.ndarray, arrays: np.ndarray | None
     """The H x W float32 severity map of a complete spec on the clean `image` (`arrays`: an array spec's map)."""
     if spec["map"] == "array":
         if arrays is None:
-            _array(spec, image)
-        _, values = array_spec(arrays, image.shape[:2])
-        if hashlib.sha256(values.tobytes()).hexdigest() != spec["sha256"]:
+            raise UserError(
+                "this recipe's severity map is a caller's array (sha256 "
+                f"{str(spec.get('sha256', ''))[:12]}...): pass it again, replay(image, recipe, arrays={{type: array}})"
+            )
+        given, values = array_spec(arrays, image.shape[:2])
+        if given["sha256"] != spec["sha256"]:
             raise UserError("the severity map given is not the one the recipe recorded (SHA-256 differs)")
         return values
     field = _cached_field(spec, image)

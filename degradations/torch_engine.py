@@ -21,14 +21,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from degradations.errors import UserError
-from degradations.kernels import line_kernel
-from degradations.recipe import Recipe, Step, _check_seed, _check_severity, _components, _jsonable, _streams
+from degradations.kernels import gaussian_taps, line_kernel
+from degradations.recipe import Recipe, Step, _check_seed, _check_severity, _components, _streams, scalar_step
 from degradations.registry import get
 from degradations.seeds import derive_seed
 from degradations.types.haze import FAR, NEAR
@@ -73,10 +72,10 @@ def degrade_batch(
         params, apply_rngs = [], []
         for n in range(b):
             params_rng, apply_rng = _streams(seeds[n], i, comp.name)
-            p = _jsonable(comp.params(params_rng, severities[n]))
-            params.append(p)
+            step = scalar_step(comp, params_rng, severities[n])
+            params.append(step.params)
             apply_rngs.append(apply_rng)
-            steps[n].append(Step(comp.name, severities[n], p))
+            steps[n].append(step)
         active = torch.tensor([s > 0 for s in severities], device=device)  # severity 0 is the clean image, exactly
         gens = [_generator(derive_seed(seeds[n], i, comp.name, "torch"), device) for n in range(b)]
         out = _OPS[comp.name](x, params, apply_rngs, gens)
@@ -143,8 +142,7 @@ def gaussian_kernel(sigma: float, float_image: bool = False) -> np.ndarray:
     """The 2-D Gaussian cv2.GaussianBlur uses for `sigma`: side 6 sigma + 1 on 8-bit images, 8 sigma + 1 on float."""
     if sigma <= 0:
         return np.ones((1, 1), np.float32)
-    side = int(round(sigma * (8 if float_image else 6) + 1)) | 1
-    g = cv2.getGaussianKernel(side, sigma).astype(np.float32)
+    g = gaussian_taps(sigma, float_image).astype(np.float32)
     return g @ g.T
 
 
@@ -167,7 +165,7 @@ def depth_proxy(x: torch.Tensor, vertical_weight: torch.Tensor) -> torch.Tensor:
     small = F.interpolate(x, size=(max(1, h // 4), max(1, w // 4)), mode="area")
     dark = small.amin(dim=1, keepdim=True)
     dark = -F.max_pool2d(F.pad(-dark, (2, 2, 2, 2), mode="replicate"), 5, stride=1)  # a 5 x 5 erosion
-    g = torch.from_numpy(cv2.getGaussianKernel(33, 4.0).astype(np.float32)).to(x.device)  # sigma 4, float images
+    g = torch.from_numpy(gaussian_taps(4.0, float_image=True).astype(np.float32)).to(x.device)  # 33 taps, as the NumPy proxy's
     dark = F.conv2d(F.pad(dark, (16, 16, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
     dark = F.conv2d(F.pad(dark, (0, 0, 16, 16), mode="replicate"), g.view(1, 1, -1, 1))
     rows = torch.linspace(1.0, 0.0, dark.shape[-2], device=x.device).view(1, 1, -1, 1)

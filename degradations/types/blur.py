@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from degradations.base import Degradation, lerp, require_choice, require_range
-from degradations.kernels import convolve, disk_kernel, trajectory_kernel
+from degradations.kernels import convolve, disk_kernel, gaussian_taps, trajectory_kernel
 from degradations.registry import register
 
 _KINDS = ("gaussian", "defocus", "motion")
@@ -77,6 +77,6 @@ class Blur(Degradation):
             # The kernel cv2.GaussianBlur takes for 8-bit images (6 sigma + 1 taps), applied by
             # sepFilter2D: GaussianBlur's bit-exact fixed-point path is 1.6x slower on 8-bit images
             # at these sizes (benchmarks/degradations.py), and the result differs by at most one level.
-            taps = cv2.getGaussianKernel(int(round(sigma * 6 + 1)) | 1, sigma)
+            taps = gaussian_taps(sigma)
             return cv2.sepFilter2D(image, -1, taps, taps, borderType=cv2.BORDER_REFLECT_101)
         return convolve(image, kernel)

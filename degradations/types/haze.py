@@ -77,15 +77,18 @@ class Haze(Degradation):
         }
 
     def apply(self, image: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
-        depth = depth_proxy(image, float(params["vertical_weight"]))
-        depth *= np.float32(FAR - NEAR)
-        depth += np.float32(NEAR)
-        t = np.exp(depth * np.float32(-params["beta"]))
+        t = np.exp(_distance(image, params) * np.float32(-params["beta"]))
         return blend(image, tuple(params["airlight"]), 1.0 - t)
 
     def apply_map(self, image: np.ndarray, levels: ParamLevels, severity_map: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """beta (the haze's density) per pixel: t = exp(-beta(x) d(x))."""
-        top = levels.top
-        depth = depth_proxy(image, float(top["vertical_weight"])) * np.float32(FAR - NEAR) + np.float32(NEAR)
-        t = np.exp(-levels.at("beta", severity_map) * depth)
-        return blend(image, tuple(top["airlight"]), 1.0 - t)
+        t = np.exp(-levels.at("beta", severity_map) * _distance(image, levels.top))
+        return blend(image, tuple(levels.top["airlight"]), 1.0 - t)
+
+
+def _distance(image: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """d = NEAR + (FAR - NEAR) * depth proxy, per pixel, float32."""
+    depth = depth_proxy(image, float(params["vertical_weight"]))
+    depth *= np.float32(FAR - NEAR)
+    depth += np.float32(NEAR)
+    return depth
