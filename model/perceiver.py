@@ -174,10 +174,12 @@ class QualityPerceiver(nn.Module):
         """Per-patch tier logits (B, 3, h, w) on the image tower's grid."""
         return self.forward_dense(images)[1]
 
-    def quality_map(self, images: torch.Tensor) -> torch.Tensor:
+    def quality_map(self, images: torch.Tensor, dense_logits: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted quality map (B, H, W) in [0, 1] of images (B, 3, H, W): per patch, the tier
-        probabilities weighted by 0, 0.5, 1, upsampled bilinearly to the images' size."""
-        expected = torch.einsum("bkhw,k->bhw", self.dense_logits(images).softmax(dim=1), self.tier_quality)
+        probabilities weighted by 0, 0.5, 1, upsampled bilinearly to the images' size. `dense_logits`:
+        the images' per-patch logits when a caller has them already (no second pass)."""
+        dense_logits = self.dense_logits(images) if dense_logits is None else dense_logits
+        expected = torch.einsum("bkhw,k->bhw", dense_logits.softmax(dim=1), self.tier_quality)
         return F.interpolate(expected[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
     def score(self, images: torch.Tensor) -> torch.Tensor:

@@ -98,7 +98,7 @@ def test_dense_evaluation_scores_a_perfect_map_above_a_flat_one(maps_build):
         def forward(self, images):
             return torch.zeros(len(images), 3)
 
-        def quality_map(self, images):
+        def quality_map(self, images, dense_logits=None):
             return self._maps(images)
 
         def forward_dense(self, images):

@@ -53,14 +53,18 @@ def evaluate_perceiver(model: nn.Module, loader: Any, limit: int = 0) -> dict[st
     quality = torch.linspace(0.0, 1.0, len(D.TIERS), device=device)  # the expected quality of each class
     for batch in first_batches(loader, limit):
         severity = {"lq": batch["severity"], "mq": batch["severity_mq"], "hq": torch.zeros(len(batch["hq"]))}
+        per_pixel = getattr(model, "dense", None) is not None and "lq_qmap" in batch
         for label, tier in enumerate(D.TIERS):
-            logits = model(batch[tier].to(device))
+            images = batch[tier].to(device)
+            if per_pixel:  # one pass through the tower gives both heads' logits
+                logits, dense_logits = model.forward_dense(images)
+                dense.add(model, images, _measured_map(batch, tier), logits, dense_logits)
+            else:
+                logits = model(images)
             correct += int((logits.argmax(dim=1) == label).sum())
             total += len(logits)
             scores += (logits.softmax(dim=1) @ quality).tolist()
             severities += [-float(s) for s in severity[tier]]
-        if getattr(model, "dense", None) is not None and "lq_qmap" in batch:
-            dense.add(model, batch, device)
     metrics = {"tier_accuracy": correct / max(total, 1), "srocc_quality_vs_severity": spearman(scores, severities), "n": total}
     return {**metrics, **dense.metrics()}
 
@@ -77,20 +81,19 @@ class DenseScores:
         self.flat: list[torch.Tensor] = []
         self.measured: list[torch.Tensor] = []
 
-    def add(self, model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> None:
-        for tier in D.TIERS:
-            images = batch[tier].to(device)
-            measured = batch[f"{tier}_qmap"][:, 0] if tier != "hq" else torch.ones(images.shape[0], *images.shape[-2:])
-            logits, dense = model.forward_dense(images)
-            size = images.shape[-2:]
-            upsampled = torch.nn.functional.interpolate(dense, size=size, mode="bilinear", align_corners=False)
-            truth = tier_index(measured, D.DEFAULT_BANDS["ssim"])
-            self.correct += int((upsampled.argmax(dim=1).cpu() == truth).sum())
-            self.pixels += truth.numel()
-            self.predicted.append(model.quality_map(images).cpu().flatten())
-            score = logits.softmax(dim=1) @ model.tier_quality
-            self.flat.append(score[:, None].expand(-1, size[0] * size[1]).cpu().flatten())
-            self.measured.append(measured.flatten())
+    def add(self, model: nn.Module, images: torch.Tensor, measured: torch.Tensor, logits: torch.Tensor,
+            dense_logits: torch.Tensor) -> None:
+        """One tier's images, their measured quality maps (B, H, W) and the model's global and
+        per-patch logits (`forward_dense`)."""
+        size = images.shape[-2:]
+        upsampled = torch.nn.functional.interpolate(dense_logits, size=size, mode="bilinear", align_corners=False)
+        truth = tier_index(measured, D.DEFAULT_BANDS["ssim"])
+        self.correct += int((upsampled.argmax(dim=1).cpu() == truth).sum())
+        self.pixels += truth.numel()
+        self.predicted.append(model.quality_map(images, dense_logits).cpu().flatten())
+        score = logits.softmax(dim=1) @ model.tier_quality
+        self.flat.append(score[:, None].expand(-1, size[0] * size[1]).cpu().flatten())
+        self.measured.append(measured.flatten())
 
     def metrics(self) -> dict[str, float]:
         if not self.pixels:
@@ -101,6 +104,13 @@ class DenseScores:
             "dense_quality_corr": _pearson(torch.cat(self.predicted), measured),
             "flat_quality_corr": _pearson(torch.cat(self.flat), measured),
         }
+
+
+def _measured_map(batch: Mapping[str, Any], tier: str) -> torch.Tensor:
+    """A tier's measured quality maps (B, H, W); hq's, which no build stores, are 1 everywhere."""
+    if tier == "hq":
+        return torch.ones(len(batch["hq"]), *batch["hq"].shape[-2:])
+    return batch[f"{tier}_qmap"][:, 0]
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
