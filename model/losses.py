@@ -68,11 +68,22 @@ class PSNRLoss(nn.Module):
     Each image counts by its own log-error, so a mildly degraded image's errors weigh as much as a
     badly degraded one's: under L1, the restorer of an all-in-one mix learns the large global
     corrections (haze, darkness) and leaves mild blur slightly worse than its input.
+
+    `ceiling_db` bounds each image's PSNR softly: 10 log10(MSE + 10^(-ceiling/10)). An image's
+    gradient scales with 1 / MSE, so without a bound one near-clean patch in a batch (a dark patch
+    under mild haze is within 36 dB of its clean image) outweighs the rest, and with gradient
+    clipping it shrinks every other image's step. The default, 80 dB, is NAFNet's form (1e-8).
     """
+
+    def __init__(self, ceiling_db: float = 80.0) -> None:
+        super().__init__()
+        if ceiling_db <= 0:
+            raise ValueError(f"ceiling_db must be positive, got {ceiling_db}")
+        self.floor = 10.0 ** (-ceiling_db / 10.0)
 
     def forward(self, restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mse = (restored - target).pow(2).flatten(1).mean(1)
-        return 10.0 * torch.log10(mse + 1e-8).mean()
+        return 10.0 * torch.log10(mse + self.floor).mean()
 
 
 class QualityLoss(nn.Module):

@@ -166,6 +166,22 @@ def test_psnr_loss_is_minus_the_mean_per_image_psnr():
     assert float(PSNRLoss()(restored, target)) == pytest.approx(-30.0, abs=1e-3)
 
 
+def test_psnr_loss_ceiling_bounds_a_near_clean_image():
+    from model.losses import PSNRLoss
+
+    target = torch.zeros(1, 3, 8, 8)
+    near_clean = torch.full((1, 3, 8, 8), 1e-3, requires_grad=True)  # 60 dB
+    # Below the ceiling the image reads about the ceiling (30 dB: 10 log10(1e-6 + 1e-3) = -29.996).
+    assert float(PSNRLoss(30.0)(near_clean, target)) == pytest.approx(-29.996, abs=1e-3)
+    assert float(PSNRLoss()(near_clean, target)) == pytest.approx(-59.957, abs=1e-3)  # 80 dB: 1e-8
+    # Its gradient scales with 1 / (MSE + floor): (1e-6 + 1e-3) / (1e-6 + 1e-8) = 991x smaller at 30 dB.
+    bounded = torch.autograd.grad(PSNRLoss(30.0)(near_clean, target), near_clean)[0].abs().max()
+    unbounded = torch.autograd.grad(PSNRLoss()(near_clean, target), near_clean)[0].abs().max()
+    assert float(unbounded / bounded) == pytest.approx(991.1, rel=1e-3)
+    with pytest.raises(ValueError, match="ceiling_db"):
+        PSNRLoss(0.0)
+
+
 class Powers(torch.nn.Module):
     """Two known "layers", x and x**2, so every feature distance of constant images is a hand sum."""
 

@@ -273,6 +273,25 @@ def test_a_quality_loss_without_a_perceiver_is_warned_about_at_training_start(tm
         RestorerTask(cfg, None, torch.device("cpu"))
 
 
+def test_the_restorer_reconstruction_loss_follows_its_kind_and_psnr_ceiling(tmp_path):
+    from model.losses import PSNRLoss
+
+    batch = triplet_batches(1)[0]
+    restored, clean = batch["mq"], batch["hq"]
+    cfg = config("restorer", tmp_path)
+    cfg["loss"].update(quality=0.0, reconstruction_kind="psnr", psnr_ceiling=40.0)
+    with seeded_torch(0):
+        task = RestorerTask(cfg, None, torch.device("cpu"))
+    # mq is hq + 0.1 clamped: about 20 dB, where a 40 dB ceiling moves the loss by under 0.05 dB
+    # and the 30 dB one of another task by about 0.4 dB.
+    assert float(task.reconstruction(restored, clean)) == pytest.approx(float(PSNRLoss(40.0)(restored, clean)), abs=1e-6)
+    assert float(task.reconstruction(restored, clean)) != pytest.approx(float(PSNRLoss(30.0)(restored, clean)), abs=1e-3)
+    cfg["loss"]["reconstruction_kind"] = "l1"
+    with seeded_torch(0):
+        task = RestorerTask(cfg, None, torch.device("cpu"))
+    assert float(task.reconstruction(restored, clean)) == pytest.approx(float((restored - clean).abs().mean()), abs=1e-6)
+
+
 def test_logs_jsonl_csv_tensorboard_and_a_final_validation_per_type_and_tier(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -79,7 +79,8 @@ class RestorerTask:
         _choice("loss.reconstruction_kind", loss_cfg["reconstruction_kind"], kinds)
         _choice("loss.perceptual_kind", loss_cfg["perceptual_kind"], PERCEPTUAL_KINDS)
         _choice("data.inputs", data["inputs"], INPUTS)
-        self.reconstruction = kinds[loss_cfg["reconstruction_kind"]]()
+        self.reconstruction = (PSNRLoss(loss_cfg["psnr_ceiling"]) if loss_cfg["reconstruction_kind"] == "psnr"
+                               else nn.L1Loss())
         # A paper build's mq is a restoration, not a degradation to learn from: only lq is an input there.
         inputs = data["inputs"] if data["inputs"] != "auto" else ("lq" if tier_scheme(data["source"]) == "paper" else "lq+mq")
         self.mq_inputs = inputs == "lq+mq"
