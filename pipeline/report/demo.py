@@ -81,8 +81,8 @@ def demo_configs(out: Path, steps: tuple[int, ...], workers: int, tiers: str = "
         # input's error as much as a heavy one's. Its 40 dB ceiling keeps a near-clean patch from
         # outweighing a whole batch under gradient clipping (a dark patch under mild haze is within
         # 36 dB of its clean image). Noise, learnt fastest under this loss, is drawn as often as the
-        # global types, and the learning rate is 2e-3: the only setting of those tried in which every
-        # type gained, in two seeds (the README's demo section gives the runs).
+        # global types, and the learning rate is 2e-3: of the settings tried, the only one in which
+        # every type gained in two seeds of three (the README's demo section gives the runs).
         restorer = merge(restorer, {"loss": {"reconstruction_kind": "psnr", "psnr_ceiling": 40.0},
                                     "data": {"types": {"noise": 1}}, "optim": {"lr": 2e-3}})
     if tiers == "paper":
