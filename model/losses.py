@@ -71,8 +71,8 @@ class PSNRLoss(nn.Module):
 
     `ceiling_db` bounds each image's PSNR softly: 10 log10(MSE + 10^(-ceiling/10)). An image's
     gradient scales with 1 / MSE, so without a bound one near-clean patch in a batch (a dark patch
-    under mild haze is within 36 dB of its clean image) outweighs the rest, and with gradient
-    clipping it shrinks every other image's step. The default, 80 dB, is NAFNet's form (1e-8).
+    under mild haze is within 36 dB of its clean image) can outweigh the rest and, under gradient
+    clipping, shrink every other image's step. The default, 80 dB, is NAFNet's form (1e-8).
     """
 
     def __init__(self, ceiling_db: float = 80.0) -> None:
