@@ -45,7 +45,6 @@ from degradations.tiers import (
 )
 
 
-
 def degrade_batch(
     images: torch.Tensor, name: str, severity: float | Sequence[float], seeds: Sequence[int],
     device: str | torch.device | None = None,

@@ -208,13 +208,15 @@ def screen(x: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
 def _rain(x, params, rngs, gens):
     density = _column([p["density"] for p in params], x)
     brightness = _column([p["brightness"] for p in params], x)
-    near = [line_kernel(p["length"], p["angle"], p["width"]) for p in params]
-    layer = _blurred(correlate(_seeds(x, density, gens), _stack(near, x.device), "constant"), [p["blur"] for p in params])
-    layer = layer * brightness
+
+    def streaks(kernels: list[np.ndarray]) -> torch.Tensor:  # one softened layer, as rain.streak_layer
+        seeds = _seeds(x, density, gens)
+        return _blurred(correlate(seeds, _stack(kernels, x.device), "constant"), [p["blur"] for p in params])
+
+    layer = streaks([line_kernel(p["length"], p["angle"], p["width"]) for p in params]) * brightness
     two = _column([p["layers"] == 2 for p in params], x) > 0
     if two.any():
-        far_kernels = [line_kernel(p["length"] / 2, p["angle"], 1) for p in params]
-        far = _blurred(correlate(_seeds(x, density, gens), _stack(far_kernels, x.device), "constant"), [p["blur"] for p in params])
+        far = streaks([line_kernel(p["length"] / 2, p["angle"], 1) for p in params])
         layer = torch.where(two, torch.maximum(layer, 0.6 * brightness * far), layer)
     return screen(x, layer)
 

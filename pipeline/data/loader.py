@@ -16,8 +16,6 @@ uninterrupted one would have yielded.
 
 from __future__ import annotations
 
-import dataclasses
-
 import contextlib
 import functools
 import os
@@ -27,7 +25,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -409,7 +407,7 @@ def make_loader(
     if synth_device:
         if mode != "synth":
             raise D.UserError(f"synth_device=True degrades on the device in synth mode; mode {mode!r} reads stored images")
-        made = dataclasses.replace(made, on_device=True)
+        made = replace(made, on_device=True)
     _check_sizes(catalog, crop, made, names)
     config = LoaderConfig(catalog.digest(), split, mode, batch_size, crop, names, weights, seed, world_size, resampled, window, augment, drop_last)
     return StreamLoader(

@@ -194,9 +194,8 @@ class Synth(Mode):
         severity = batch["severity"].tolist()
         for name in sorted(set(batch["type"])):
             index = [n for n, t in enumerate(batch["type"]) if t == name]
-            degraded, _ = D.degrade_batch(hq[index], name, [severity[n] for n in index], [seeds[n] for n in index])
-            lq[index] = degraded
-            score[index] = batch_score(self.metric, hq[index], degraded)
-            tier[index] = tier_index(score[index], self.bands[name])
+            clean = hq[index]
+            degraded, _ = D.degrade_batch(clean, name, [severity[n] for n in index], [seeds[n] for n in index])
+            scores = batch_score(self.metric, clean, degraded)
+            lq[index], score[index], tier[index] = degraded, scores, tier_index(scores, self.bands[name])
         return {**batch, "hq": hq, "lq": lq, "score": score, "tier": tier}
-

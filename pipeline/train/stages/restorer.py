@@ -75,12 +75,11 @@ class RestorerTask:
             reconstruction=loss_cfg["reconstruction"], contrastive=loss_cfg["contrastive"],
             quality=loss_cfg["quality"], perceptual=loss_cfg["perceptual"], internal=loss_cfg["internal"],
         )
-        kinds = {"l1": nn.L1Loss, "psnr": PSNRLoss}
+        kinds = {"l1": nn.L1Loss, "psnr": lambda: PSNRLoss(loss_cfg["psnr_ceiling"])}
         _choice("loss.reconstruction_kind", loss_cfg["reconstruction_kind"], kinds)
         _choice("loss.perceptual_kind", loss_cfg["perceptual_kind"], PERCEPTUAL_KINDS)
         _choice("data.inputs", data["inputs"], INPUTS)
-        self.reconstruction = (PSNRLoss(loss_cfg["psnr_ceiling"]) if loss_cfg["reconstruction_kind"] == "psnr"
-                               else nn.L1Loss())
+        self.reconstruction = kinds[loss_cfg["reconstruction_kind"]]()
         # A paper build's mq is a restoration, not a degradation to learn from: only lq is an input there.
         inputs = data["inputs"] if data["inputs"] != "auto" else ("lq" if tier_scheme(data["source"]) == "paper" else "lq+mq")
         self.mq_inputs = inputs == "lq+mq"
